@@ -1,0 +1,72 @@
+"""Who acts, in which role, and when the act takes effect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+
+from domain.calendar import local_date
+from domain.errors import InvalidInput
+
+
+class Role(StrEnum):
+    SECRETARIAT = "secretariat"
+    NATIONAL_COMMISSION = "national_commission"
+    CITY = "city"
+    AUDITOR = "auditor"
+    SUBSCRIBER = "subscriber"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, in which role, through which channel (`cli`, `http`, `import`)."""
+
+    name: str
+    role: Role
+    source: str = "cli"
+
+
+@dataclass(frozen=True)
+class Act:
+    """The context of one act: recorded on every event it causes."""
+
+    actor: str
+    role: Role
+    effective_at: datetime
+    timezone: str = "Europe/Berlin"
+    clock_overridden: bool = False
+    source: str = "cli"
+
+    def __post_init__(self) -> None:
+        if self.effective_at.tzinfo is None:
+            raise InvalidInput("effective_at must carry a UTC offset", field="effective_at")
+        if not self.actor.strip():
+            raise InvalidInput("the actor's name must not be empty", field="actor")
+
+    @property
+    def day(self) -> date:
+        """The business date of the act in the secretariat's time zone."""
+        return local_date(self.effective_at, self.timezone)
+
+    def event_fields(self) -> dict[str, Any]:
+        """The audit fields every event carries."""
+        return {
+            "actor": {"name": self.actor, "role": str(self.role)},
+            "effective_at": self.effective_at,
+            "clock_overridden": self.clock_overridden,
+            "source": self.source,
+        }
+
+
+class AuditedAggregate(Aggregate):
+    """An aggregate whose every event records the act that caused it."""
+
+    class Event(Aggregate.Event):
+        actor: dict[str, str]
+        effective_at: datetime
+        clock_overridden: bool
+        source: str

@@ -1,0 +1,273 @@
+"""A city (or county, consortium, commune): its applications, memberships and progress reports."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.acts import Act, AuditedAggregate
+from domain.calendar import add_years
+from domain.errors import (
+    AlreadyMember,
+    DuplicateApplication,
+    InvalidInput,
+    InvalidTransition,
+    NotAMember,
+)
+from domain.regulations import first_reporting_regulations
+
+END_REASONS = ("not_reporting", "withdrawn_by_city", "other")
+
+
+def normalise_name(name: str) -> str:
+    """The name with case, accents and spacing folded away."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(bare.casefold().split())
+
+
+def city_id(country: str, name: str) -> UUID:
+    """The deterministic id of a city: the same country and normalised name give the same id."""
+    return uuid5(NAMESPACE_URL, f"gnlc:city:{country.upper()}:{normalise_name(name)}")
+
+
+@dataclass
+class Report:
+    cycle: int
+    due: date
+    submitted_on: date
+    late: bool
+
+
+@dataclass
+class Membership:
+    """One period of membership, started by an admission."""
+
+    period: int
+    application_id: UUID
+    intake_year: int
+    admitted_on: date
+    admitted_at: datetime
+    ended_at: datetime | None = None
+    ended_on: date | None = None
+    end_reason: str | None = None
+    retracted: bool = False
+    reports: list[Report] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.retracted:
+            return "retracted"
+        return "ended" if self.ended_at is not None else "active"
+
+    def in_force_at(self, moment: datetime) -> bool:
+        return (
+            not self.retracted
+            and self.admitted_at <= moment
+            and (self.ended_at is None or moment < self.ended_at)
+        )
+
+    def due_date(self, cycle: int) -> date:
+        """Report `cycle` is due 2k years after admission, or after the reporting rule began."""
+        rules = first_reporting_regulations()
+        assert rules.report_every_years is not None
+        start = max(self.admitted_on, rules.effective_from)
+        return add_years(start, rules.report_every_years * cycle)
+
+    def next_cycle(self) -> int:
+        return len(self.reports) + 1
+
+
+class City(AuditedAggregate):
+    """A city is identified by its country and normalised name; it may come back after leaving."""
+
+    class Registered(AuditedAggregate.Event, Aggregate.Created):
+        country: str
+        name: str
+
+    def __init__(self, country: str, name: str, **_audit: Any) -> None:
+        self.country = country
+        self.name = name
+        self.open_application_id: UUID | None = None
+        self.memberships: list[Membership] = []
+
+    @classmethod
+    def register(cls, act: Act, country: str, name: str) -> City:
+        return cls._create(
+            cls.Registered,
+            id=city_id(country, name),
+            country=country,
+            name=name,
+            **act.event_fields(),
+        )
+
+    # --- events -------------------------------------------------------------------------------
+
+    class ApplicationLodged(AuditedAggregate.Event):
+        application_id: UUID
+
+        def apply(self, city: City) -> None:
+            city.open_application_id = self.application_id
+
+    class ApplicationClosed(AuditedAggregate.Event):
+        application_id: UUID
+        outcome: str
+
+        def apply(self, city: City) -> None:
+            city.open_application_id = None
+
+    class MembershipStarted(AuditedAggregate.Event):
+        application_id: UUID
+        period: int
+        intake_year: int
+        admitted_on: date
+
+        def apply(self, city: City) -> None:
+            city.open_application_id = None
+            city.memberships.append(
+                Membership(
+                    period=self.period,
+                    application_id=self.application_id,
+                    intake_year=self.intake_year,
+                    admitted_on=self.admitted_on,
+                    admitted_at=self.effective_at,
+                )
+            )
+
+    class MembershipRetracted(AuditedAggregate.Event):
+        application_id: UUID
+        period: int
+        reason: str
+
+        def apply(self, city: City) -> None:
+            city.memberships[self.period - 1].retracted = True
+
+    class ReportSubmitted(AuditedAggregate.Event):
+        period: int
+        cycle: int
+        due: date
+        submitted_on: date
+        late: bool
+        report: dict[str, Any]
+
+        def apply(self, city: City) -> None:
+            city.memberships[self.period - 1].reports.append(
+                Report(self.cycle, self.due, self.submitted_on, self.late)
+            )
+
+    class MembershipEnded(AuditedAggregate.Event):
+        period: int
+        reason: str
+        note: str | None
+        ended_on: date
+
+        def apply(self, city: City) -> None:
+            membership = city.memberships[self.period - 1]
+            membership.ended_at = self.effective_at
+            membership.ended_on = self.ended_on
+            membership.end_reason = self.reason
+
+    # --- queries ------------------------------------------------------------------------------
+
+    @property
+    def active_membership(self) -> Membership | None:
+        return next((m for m in self.memberships if m.status == "active"), None)
+
+    def membership_at(self, moment: datetime) -> Membership | None:
+        return next((m for m in self.memberships if m.in_force_at(moment)), None)
+
+    # --- commands -----------------------------------------------------------------------------
+
+    def lodge_application(self, act: Act, application_id: UUID) -> None:
+        """Refuse a second open application and an application from a current member."""
+        if self.open_application_id is not None:
+            raise DuplicateApplication(
+                f"{self.name} ({self.country}) already has an open application "
+                f"{self.open_application_id}"
+            )
+        if self.active_membership is not None:
+            raise AlreadyMember(f"{self.name} ({self.country}) is already a member")
+        self.trigger_event(
+            self.ApplicationLodged, application_id=application_id, **act.event_fields()
+        )
+
+    def close_application(self, act: Act, application_id: UUID, outcome: str) -> None:
+        if self.open_application_id == application_id:
+            self.trigger_event(
+                self.ApplicationClosed,
+                application_id=application_id,
+                outcome=outcome,
+                **act.event_fields(),
+            )
+
+    def start_membership(self, act: Act, application_id: UUID, intake_year: int) -> Membership:
+        if self.active_membership is not None:
+            raise AlreadyMember(f"{self.name} ({self.country}) is already a member")
+        self.trigger_event(
+            self.MembershipStarted,
+            application_id=application_id,
+            period=len(self.memberships) + 1,
+            intake_year=intake_year,
+            admitted_on=act.day,
+            **act.event_fields(),
+        )
+        return self.memberships[-1]
+
+    def retract_membership(self, act: Act, application_id: UUID, reason: str) -> None:
+        """Undo the membership an admission started, unless it already has a report."""
+        membership = next(m for m in self.memberships if m.application_id == application_id)
+        if membership.reports:
+            raise InvalidTransition(
+                "the admission cannot be retracted: the membership already has a progress report"
+            )
+        self.trigger_event(
+            self.MembershipRetracted,
+            application_id=application_id,
+            period=membership.period,
+            reason=reason,
+            **act.event_fields(),
+        )
+
+    def submit_report(self, act: Act, report: dict[str, Any]) -> Report:
+        """Count the report for the earliest cycle not yet reported; late if after its due date."""
+        membership = self.membership_at(act.effective_at)
+        if membership is None:
+            raise NotAMember(f"{self.name} ({self.country}) is not a member on {act.day}")
+        cycle = membership.next_cycle()
+        due = membership.due_date(cycle)
+        self.trigger_event(
+            self.ReportSubmitted,
+            period=membership.period,
+            cycle=cycle,
+            due=due,
+            submitted_on=act.day,
+            late=act.day > due,
+            report=report,
+            **act.event_fields(),
+        )
+        return membership.reports[-1]
+
+    def end_membership(self, act: Act, reason: str, note: str | None) -> Membership:
+        if reason not in END_REASONS:
+            raise InvalidInput(
+                f"reason must be one of {', '.join(END_REASONS)}, got {reason!r}", field="reason"
+            )
+        membership = self.active_membership
+        if membership is None:
+            raise NotAMember(f"{self.name} ({self.country}) has no active membership to end")
+        if act.effective_at < membership.admitted_at:
+            raise InvalidTransition("a membership cannot end before it began")
+        self.trigger_event(
+            self.MembershipEnded,
+            period=membership.period,
+            reason=reason,
+            note=note,
+            ended_on=act.day,
+            **act.event_fields(),
+        )
+        return membership

@@ -1,0 +1,1 @@
+"""Adapters: persistence, the command line, and the one composition root."""

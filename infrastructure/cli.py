@@ -1,0 +1,424 @@
+"""The `gnlc` command line: Typer with Rich output for people and `--json` for programs."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from eventsourcing.persistence import OperationalError, PersistenceError
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from application.clock import Clock, FixedClock, SystemClock
+from application.registry import Registry, parse_id
+from domain.acts import Actor, Role
+from domain.cities import city_id
+from domain.errors import (
+    Conflict,
+    GnlcError,
+    InvalidInput,
+    NotFound,
+    RuleViolation,
+)
+from domain.forms import CountryCode, parse
+from infrastructure.bootstrap import build_registry, event_store, initialise
+from infrastructure.settings import Settings
+from infrastructure.views import application_view, city_view, event_view, intake_view, plain
+
+EXIT_CODES: dict[type[GnlcError], int] = {
+    InvalidInput: 2,
+    RuleViolation: 3,
+    NotFound: 4,
+    Conflict: 5,
+}
+EXIT_UNAVAILABLE = 6
+
+app = typer.Typer(
+    name="gnlc",
+    help="The membership registry of the UNESCO Global Network of Learning Cities.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+intake_app = typer.Typer(help="Open and extend the yearly intakes (calls for applications).")
+db_app = typer.Typer(help="The event store.")
+show_app = typer.Typer(help="Current state of one application or city, from the event store.")
+app.add_typer(intake_app, name="intake")
+app.add_typer(db_app, name="db")
+app.add_typer(show_app, name="show")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Write JSON for programs.")]
+Reason = Annotated[str, typer.Option("--reason", help="Why; recorded with the event.")]
+
+out = Console()
+err = Console(stderr=True)
+
+
+class UnavailableError(Exception):
+    """The database cannot be reached."""
+
+
+@dataclass
+class Session:
+    """What the global options set up for one invocation; the registry is built on first use."""
+
+    settings: Settings
+    clock: Clock
+    actor_name: str
+    builder: Callable[[Settings, Clock], Registry] = build_registry
+    _registry: Registry | None = field(default=None, repr=False)
+
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = self.builder(self.settings, self.clock)
+        return self._registry
+
+    def actor(self, role: Role) -> Actor:
+        return Actor(self.actor_name, role, source="cli")
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+
+def _fail(error: GnlcError, as_json: bool) -> NoReturn:
+    code = next(c for kind, c in EXIT_CODES.items() if isinstance(error, kind))
+    if as_json:
+        body = {"error": {"code": error.code, "message": error.message, "field": error.field}}
+        print(json.dumps(body), file=sys.stderr)
+    else:
+        where = f" [{error.field}]" if error.field else ""
+        err.print(f"[bold red]{error.code}[/]{escape(where)}: {escape(error.message)}",
+                  highlight=False)
+    raise typer.Exit(code)
+
+
+def _run(ctx: typer.Context, as_json: bool, action: Callable[[Session], Any]) -> None:
+    """Run one command: map refusals to exit codes, print the result for people or programs."""
+    session: Session = ctx.obj
+    try:
+        result = plain(action(session))
+    except GnlcError as error:
+        _fail(error, as_json)
+    except (OperationalError, PersistenceError, OSError) as error:
+        message = f"the database is unavailable: {type(error).__name__}: {error}"
+        if as_json:
+            print(json.dumps({"error": {"code": "unavailable", "message": message,
+                                        "field": None}}), file=sys.stderr)
+        else:
+            err.print(f"[bold red]unavailable[/]: {message}", highlight=False)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    finally:
+        session.close()
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        _render(result)
+
+
+def _render(result: Any) -> None:
+    if isinstance(result, list):
+        table = Table(*(result[0].keys() if result else ["(none)"]))
+        for row in result:
+            table.add_row(*(json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+                            for v in row.values()))
+        out.print(table)
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in result.items():
+        shown = json.dumps(value, indent=1, ensure_ascii=False) if isinstance(
+            value, (dict, list)) else str(value)
+        table.add_row(f"[bold]{key}[/]", shown)
+    out.print(table)
+
+
+# --- parsing of user input -------------------------------------------------------------------
+
+def parse_timestamp(text: str, field: str) -> datetime:
+    """ISO 8601 with an offset; a timestamp without one is invalid input."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{field} must be an ISO 8601 timestamp, got {text!r}",
+                           field=field) from None
+    if moment.tzinfo is None:
+        raise InvalidInput(f"{field} must carry a UTC offset (e.g. +01:00), got {text!r}",
+                           field=field)
+    return moment
+
+
+def parse_date(text: str | None, field: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{field} must be a date YYYY-MM-DD, got {text!r}",
+                           field=field) from None
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInput(f"no such file: {path}", field="file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidInput(f"{path} is not valid JSON: {error}", field="file") from None
+
+
+# --- global options --------------------------------------------------------------------------
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="Overrides GNLC_DATABASE_URL.")] = None,
+    now: Annotated[str | None, typer.Option(
+        "--now", help="Business clock for this invocation (ISO 8601 with offset).")] = None,
+    actor: Annotated[str | None, typer.Option(
+        "--actor", help="Who is acting (default: the operating-system user).")] = None,
+) -> None:
+    try:
+        overrides = {"database_url": database_url} if database_url else {}
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+        clock: Clock = FixedClock(parse_timestamp(now, "--now")) if now else SystemClock()
+    except GnlcError as error:
+        _fail(error, "--json" in sys.argv)
+    except ValidationError as error:
+        first = error.errors()[0]
+        _fail(InvalidInput(f"{first['loc'][0]}: {first['msg']}", field=str(first["loc"][0])),
+              "--json" in sys.argv)
+    ctx.obj = Session(settings=settings, clock=clock, actor_name=actor or getpass.getuser())
+
+
+# --- commands --------------------------------------------------------------------------------
+
+@db_app.command("init")
+def db_init(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Create the event store's tables (done automatically by the first command)."""
+    def action(s: Session) -> dict[str, Any]:
+        created = initialise(s.settings)
+        return {"database": event_store(s.settings).redacted(), "created": created}
+    _run(ctx, as_json, action)
+
+
+@app.command("city-id")
+def city_id_command(
+    ctx: typer.Context, country: str, name: str, as_json: JsonFlag = False
+) -> None:
+    """Print the deterministic id of a city (country code and name)."""
+    def action(_: Session) -> dict[str, Any]:
+        from pydantic import TypeAdapter
+
+        try:
+            code = TypeAdapter(CountryCode).validate_python(country)
+        except ValidationError:
+            raise InvalidInput(f"{country!r} is not an ISO 3166-1 alpha-2 country code",
+                               field="country") from None
+        if not name.strip():
+            raise InvalidInput("the city name must not be empty", field="name")
+        return {"city_id": city_id(code, name)}
+    _run(ctx, as_json, action)
+
+
+@intake_app.command("open")
+def intake_open(
+    ctx: typer.Context,
+    year: int,
+    opens: Annotated[str | None, typer.Option(help="First day (default: regulations).")] = None,
+    closes: Annotated[str | None, typer.Option(help="Last day (default: regulations).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Open the intake of YEAR; the window defaults to 1 March to 30 April."""
+    _run(ctx, as_json, lambda s: intake_view(s.registry().open_intake(
+        s.actor(Role.SECRETARIAT), year, parse_date(opens, "opens"),
+        parse_date(closes, "closes"))))
+
+
+@intake_app.command("extend")
+def intake_extend(
+    ctx: typer.Context,
+    year: int,
+    closes: Annotated[str, typer.Option(help="The new last day.")],
+    reason: Reason,
+    as_json: JsonFlag = False,
+) -> None:
+    """Extend the window of YEAR's intake, for a recorded reason."""
+    def action(s: Session) -> dict[str, Any]:
+        new_close = parse_date(closes, "closes")
+        assert new_close is not None
+        return intake_view(s.registry().extend_intake(
+            s.actor(Role.SECRETARIAT), year, new_close, reason))
+    _run(ctx, as_json, action)
+
+
+@app.command("apply")
+def apply_command(ctx: typer.Context, file: Path, as_json: JsonFlag = False) -> None:
+    """Submit a city's application (Part 1 of the form, as JSON)."""
+    def action(s: Session) -> dict[str, Any]:
+        data = read_json(file)
+        submission = s.registry().submit_application(s.actor(Role.CITY), data)
+        return {"application_id": submission.application_id, "city_id": submission.city_id}
+    _run(ctx, as_json, action)
+
+
+def _status(application_id: str, status: str) -> dict[str, Any]:
+    return {"application_id": application_id, "status": status}
+
+
+@app.command("endorse")
+def endorse(ctx: typer.Context, application_id: str, as_json: JsonFlag = False) -> None:
+    """Endorse an application (National Commission)."""
+    def action(s: Session) -> dict[str, Any]:
+        a = s.registry().endorse(s.actor(Role.NATIONAL_COMMISSION),
+                                 parse_id(application_id, "application_id"))
+        return _status(str(a.id), "endorsed")
+    _run(ctx, as_json, action)
+
+
+@app.command("decline")
+def decline(ctx: typer.Context, application_id: str, reason: Reason,
+            as_json: JsonFlag = False) -> None:
+    """Decline an application (National Commission)."""
+    def action(s: Session) -> dict[str, Any]:
+        a = s.registry().decline(s.actor(Role.NATIONAL_COMMISSION),
+                                 parse_id(application_id, "application_id"), reason)
+        return _status(str(a.id), "declined")
+    _run(ctx, as_json, action)
+
+
+@app.command("withdraw")
+def withdraw(ctx: typer.Context, application_id: str, reason: Reason,
+             as_json: JsonFlag = False) -> None:
+    """Withdraw an open application (the city)."""
+    def action(s: Session) -> dict[str, Any]:
+        a = s.registry().withdraw(s.actor(Role.CITY),
+                                  parse_id(application_id, "application_id"), reason)
+        return _status(str(a.id), "withdrawn")
+    _run(ctx, as_json, action)
+
+
+JuryOption = Annotated[str | None, typer.Option(
+    "--jury", help="The jury's recommendation: recommended or not_recommended.")]
+
+
+@app.command("admit")
+def admit(
+    ctx: typer.Context,
+    application_id: str,
+    reason: Annotated[str | None, typer.Option("--reason")] = None,
+    jury: JuryOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Admit an endorsed application, within the window and the country's quota."""
+    def action(s: Session) -> dict[str, Any]:
+        a = s.registry().admit(s.actor(Role.SECRETARIAT),
+                               parse_id(application_id, "application_id"), reason, jury)
+        return {
+            "application_id": a.application_id, "city_id": a.city_id, "status": "admitted",
+            "quota": {"country": a.country, "year": a.quota_year, "used": a.used,
+                      "limit": a.limit},
+        }
+    _run(ctx, as_json, action)
+
+
+@app.command("reject")
+def reject(ctx: typer.Context, application_id: str, reason: Reason, jury: JuryOption = None,
+           as_json: JsonFlag = False) -> None:
+    """Reject an endorsed application."""
+    def action(s: Session) -> dict[str, Any]:
+        a = s.registry().reject(s.actor(Role.SECRETARIAT),
+                                parse_id(application_id, "application_id"), reason, jury)
+        return _status(str(a.id), "rejected")
+    _run(ctx, as_json, action)
+
+
+@app.command("retract")
+def retract(ctx: typer.Context, application_id: str, reason: Reason,
+            as_json: JsonFlag = False) -> None:
+    """Retract an admission (a corrigendum); frees the quota place."""
+    def action(s: Session) -> dict[str, Any]:
+        a = s.registry().retract(s.actor(Role.SECRETARIAT),
+                                 parse_id(application_id, "application_id"), reason)
+        return _status(str(a.id), "retracted")
+    _run(ctx, as_json, action)
+
+
+@app.command("report")
+def report(ctx: typer.Context, city: Annotated[str, typer.Argument(metavar="CITY_ID")],
+           file: Path, as_json: JsonFlag = False) -> None:
+    """Submit a member's progress report (JSON)."""
+    def action(s: Session) -> dict[str, Any]:
+        cid = parse_id(city, "city_id")
+        data = read_json(file)
+        r = s.registry().submit_report(s.actor(Role.CITY), cid, data)
+        return {"city_id": cid, "cycle": r.cycle, "due": r.due, "late": r.late}
+    _run(ctx, as_json, action)
+
+
+@app.command("end-membership")
+def end_membership(
+    ctx: typer.Context,
+    city: Annotated[str, typer.Argument(metavar="CITY_ID")],
+    reason: Annotated[str, typer.Option(
+        "--reason", help="not_reporting, withdrawn_by_city or other")],
+    note: Annotated[str | None, typer.Option("--note")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """End a city's membership (the secretariat)."""
+    def action(s: Session) -> dict[str, Any]:
+        cid = parse_id(city, "city_id")
+        s.registry().end_membership(s.actor(Role.SECRETARIAT), cid, reason, note)
+        return {"city_id": cid, "status": "ended"}
+    _run(ctx, as_json, action)
+
+
+@show_app.command("application")
+def show_application(ctx: typer.Context, application_id: str, as_json: JsonFlag = False) -> None:
+    """The current state of an application."""
+    _run(ctx, as_json, lambda s: application_view(
+        s.registry().application(parse_id(application_id, "application_id"))))
+
+
+@show_app.command("city")
+def show_city(ctx: typer.Context, city: Annotated[str, typer.Argument(metavar="CITY_ID")],
+              as_json: JsonFlag = False) -> None:
+    """The current state of a city and its memberships."""
+    _run(ctx, as_json, lambda s: city_view(s.registry().city(parse_id(city, "city_id"))))
+
+
+@app.command("history")
+def history(ctx: typer.Context, city: Annotated[str, typer.Argument(metavar="CITY_ID")],
+            as_json: JsonFlag = False) -> None:
+    """Every event of a city and its applications, oldest first."""
+    _run(ctx, as_json, lambda s: [event_view(r) for r in s.registry().history(
+        parse_id(city, "city_id"))])
+
+
+@app.command("demo")
+def demo(ctx: typer.Context) -> None:
+    """A narrated run of one intake year through the real use cases."""
+    from infrastructure.demo import narrate
+
+    session: Session = ctx.obj
+    try:
+        narrate(session.registry(), session.actor_name, out)
+    finally:
+        session.close()
+
+
+def run() -> None:
+    """The console script's entry point."""
+    app()
+
+
+__all__ = ["app", "run", "parse"]

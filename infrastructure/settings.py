@@ -1,0 +1,30 @@
+"""Every setting of gnlc, read from the environment (`GNLC_*`) in this one place."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GNLC_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./var/gnlc.sqlite",
+        description="sqlite:///PATH (embedded) or postgresql://USER@HOST:PORT/DB[?schema=NAME]",
+    )
+    timezone: str = Field(default="Europe/Berlin", description="the secretariat's time zone")
+    lock_timeout_seconds: int = Field(
+        default=30, ge=1, description="how long a writer waits for the store's write lock"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value

@@ -1,0 +1,96 @@
+"""Plain, JSON-ready views of aggregates and events, shared by every edge."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields, is_dataclass
+from datetime import date, datetime
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from application.registry import RecordedEvent
+from domain.applications import CityApplication
+from domain.cities import City
+from domain.intakes import Intake
+
+# Fields every stored event has; the rest is the event's own data.
+ENVELOPE = {
+    "originator_id", "originator_version", "originator_topic", "timestamp",
+    "actor", "effective_at", "clock_overridden", "source",
+}
+
+
+def plain(value: Any) -> Any:
+    """Convert to JSON-ready values: UUIDs and dates as strings, datetimes in UTC."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (date, UUID)):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if is_dataclass(value) and not isinstance(value, type):
+        return plain(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def intake_view(intake: Intake) -> dict[str, Any]:
+    return {"year": intake.year, "opens": str(intake.opens), "closes": str(intake.closes)}
+
+
+def application_view(application: CityApplication) -> dict[str, Any]:
+    return plain(
+        {
+            "application_id": application.id,
+            "city_id": application.city_id,
+            "city": application.city,
+            "country": application.country,
+            "intake_year": application.intake_year,
+            "status": application.status,
+            "steps": application.steps,
+            "reasons": application.reasons,
+            "jury": application.jury,
+            "admitted_on": application.admitted_on,
+            "quota": application.quota,
+            "form": application.form,
+            "version": application.version,
+        }
+    )
+
+
+def city_view(city: City) -> dict[str, Any]:
+    active = city.active_membership
+    return plain(
+        {
+            "city_id": city.id,
+            "name": city.name,
+            "country": city.country,
+            "status": "active" if active else ("ended" if city.memberships else "applicant"),
+            "open_application_id": city.open_application_id,
+            "memberships": [
+                {**asdict(m), "status": m.status} for m in city.memberships
+            ],
+            "version": city.version,
+        }
+    )
+
+
+def event_view(recorded: RecordedEvent) -> dict[str, Any]:
+    event = recorded.event
+    data = {
+        f.name: getattr(event, f.name) for f in fields(event) if f.name not in ENVELOPE
+    }
+    return plain(
+        {
+            "position": recorded.position,
+            "type": type(event).__qualname__,
+            "recorded_at": event.timestamp,
+            "effective_at": event.effective_at,
+            "actor": event.actor,
+            "clock_overridden": event.clock_overridden,
+            "data": data,
+        }
+    )
