@@ -8,7 +8,10 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    overridden: bool
+    @property
+    def overridden(self) -> bool:
+        """Whether the time is set by an operator rather than read from the real clock."""
+        ...
 
     def now(self) -> datetime: ...
 

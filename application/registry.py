@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -104,7 +105,7 @@ class Registry(Application[UUID]):
         new_id: Callable[[], UUID] = uuid4,
     ) -> None:
         super().__init__(env)
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.timezone = timezone
         self.new_id = new_id
 
@@ -258,9 +259,9 @@ class Registry(Application[UUID]):
             for e in self.repository.event_store.get(city.id)
             if isinstance(e, City.ApplicationLodged)
         }
-        return [r for r in self.log() if r.event.originator_id in ids]
+        return [r for r in self.read_log() if r.event.originator_id in ids]
 
-    def log(self, start: int = 1, page: int = 1000) -> Iterator[RecordedEvent]:
+    def read_log(self, start: int = 1, page: int = 1000) -> Iterator[RecordedEvent]:
         """The whole log in position order (positions may have gaps on PostgreSQL)."""
         while True:
             notifications = self.recorder.select_notifications(start, page)
@@ -272,7 +273,7 @@ class Registry(Application[UUID]):
             start = notifications[-1].id + 1
 
     def count_events(self) -> int:
-        return sum(1 for _ in self.log())
+        return sum(1 for _ in self.read_log())
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -301,10 +302,9 @@ class Registry(Application[UUID]):
         return application
 
     def _get(self, kind: type[A], aggregate_id: UUID, field: str) -> A:
-        try:
+        aggregate: object = None
+        with contextlib.suppress(AggregateNotFoundError):
             aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            aggregate = None
         if not isinstance(aggregate, kind):
             raise NotFound(f"no {kind.__name__} with id {aggregate_id}", field=field)
         return aggregate

@@ -1,1 +1,1 @@
-"""The membership rules of the UNESCO Global Network of Learning Cities: pure, replayable, no I/O."""
+"""The membership rules of the Global Network of Learning Cities: pure, replayable, no I/O."""

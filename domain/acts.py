@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -44,6 +44,8 @@ class Act:
     def __post_init__(self) -> None:
         if self.effective_at.tzinfo is None:
             raise InvalidInput("effective_at must carry a UTC offset", field="effective_at")
+        # Stored in UTC; the business date is derived with the secretariat's time zone.
+        object.__setattr__(self, "effective_at", self.effective_at.astimezone(UTC))
         if not self.actor.strip():
             raise InvalidInput("the actor's name must not be empty", field="actor")
 

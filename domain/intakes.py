@@ -71,7 +71,7 @@ class IntakeCalendar(AuditedAggregate):
     def open_intake(
         self, act: Act, year: int, opens: date | None = None, closes: date | None = None
     ) -> Intake:
-        """Open the intake of `year`; the window defaults to the regulations' (in force on 1 January)."""
+        """Open the intake of `year`; by default the window of the rules in force on 1 January."""
         if not 1900 <= year <= 9998:
             raise InvalidInput(f"year {year} is out of range", field="year")
         if year in self.intakes:

@@ -32,7 +32,11 @@ class QuotaLedger(AuditedAggregate):
     @classmethod
     def open(cls, act: Act, country: str, year: int) -> QuotaLedger:
         return cls._create(
-            cls.Opened, id=ledger_id(country, year), country=country, year=year, **act.event_fields()
+            cls.Opened,
+            id=ledger_id(country, year),
+            country=country,
+            year=year,
+            **act.event_fields(),
         )
 
     class PlaceTaken(AuditedAggregate.Event):

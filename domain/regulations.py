@@ -54,5 +54,5 @@ def regulations_on(day: date) -> Regulations:
 
 
 def first_reporting_regulations() -> Regulations:
-    """The first regulations that required progress reports (cycles of older members count from them)."""
+    """The first rules requiring reports: cycles of older members count from their start."""
     return next(r for r in HISTORY if r.report_every_years is not None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import psycopg
 import typer
 from eventsourcing.persistence import OperationalError, PersistenceError
 from pydantic import ValidationError
@@ -69,17 +71,30 @@ class UnavailableError(Exception):
 
 @dataclass
 class Session:
-    """What the global options set up for one invocation; the registry is built on first use."""
+    """The global options of one invocation; settings, clock and registry are built on first use,
+    inside the command, so that bad options are reported like any other bad input."""
 
-    settings: Settings
-    clock: Clock
+    database_url: str | None
+    now: str | None
     actor_name: str
     builder: Callable[[Settings, Clock], Registry] = build_registry
     _registry: Registry | None = field(default=None, repr=False)
 
+    def settings(self) -> Settings:
+        overrides = {"database_url": self.database_url} if self.database_url else {}
+        try:
+            return Settings(**overrides)  # type: ignore[arg-type]
+        except ValidationError as error:
+            first = error.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else "settings"
+            raise InvalidInput(f"{name}: {first['msg']}", field=name) from None
+
+    def clock(self) -> Clock:
+        return FixedClock(parse_timestamp(self.now, "--now")) if self.now else SystemClock()
+
     def registry(self) -> Registry:
         if self._registry is None:
-            self._registry = self.builder(self.settings, self.clock)
+            self._registry = self.builder(self.settings(), self.clock())
         return self._registry
 
     def actor(self, role: Role) -> Actor:
@@ -109,7 +124,7 @@ def _run(ctx: typer.Context, as_json: bool, action: Callable[[Session], Any]) ->
         result = plain(action(session))
     except GnlcError as error:
         _fail(error, as_json)
-    except (OperationalError, PersistenceError, OSError) as error:
+    except (OperationalError, PersistenceError, psycopg.Error, sqlite3.Error, OSError) as error:
         message = f"the database is unavailable: {type(error).__name__}: {error}"
         if as_json:
             print(json.dumps({"error": {"code": "unavailable", "message": message,
@@ -126,6 +141,8 @@ def _run(ctx: typer.Context, as_json: bool, action: Callable[[Session], Any]) ->
 
 
 def _render(result: Any) -> None:
+    if result is None:
+        return
     if isinstance(result, list):
         table = Table(*(result[0].keys() if result else ["(none)"]))
         for row in result:
@@ -187,17 +204,8 @@ def main(
     actor: Annotated[str | None, typer.Option(
         "--actor", help="Who is acting (default: the operating-system user).")] = None,
 ) -> None:
-    try:
-        overrides = {"database_url": database_url} if database_url else {}
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-        clock: Clock = FixedClock(parse_timestamp(now, "--now")) if now else SystemClock()
-    except GnlcError as error:
-        _fail(error, "--json" in sys.argv)
-    except ValidationError as error:
-        first = error.errors()[0]
-        _fail(InvalidInput(f"{first['loc'][0]}: {first['msg']}", field=str(first["loc"][0])),
-              "--json" in sys.argv)
-    ctx.obj = Session(settings=settings, clock=clock, actor_name=actor or getpass.getuser())
+    ctx.obj = Session(database_url=database_url, now=now,
+                      actor_name=actor or getpass.getuser())
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -206,8 +214,9 @@ def main(
 def db_init(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Create the event store's tables (done automatically by the first command)."""
     def action(s: Session) -> dict[str, Any]:
-        created = initialise(s.settings)
-        return {"database": event_store(s.settings).redacted(), "created": created}
+        settings = s.settings()
+        created = initialise(settings)
+        return {"database": event_store(settings).redacted(), "created": created}
     _run(ctx, as_json, action)
 
 
@@ -409,11 +418,7 @@ def demo(ctx: typer.Context) -> None:
     """A narrated run of one intake year through the real use cases."""
     from infrastructure.demo import narrate
 
-    session: Session = ctx.obj
-    try:
-        narrate(session.registry(), session.actor_name, out)
-    finally:
-        session.close()
+    _run(ctx, False, lambda s: narrate(s.registry(), s.actor_name, out))
 
 
 def run() -> None:
@@ -421,4 +426,4 @@ def run() -> None:
     app()
 
 
-__all__ = ["app", "run", "parse"]
+__all__ = ["app", "parse", "run"]

@@ -56,7 +56,9 @@ def narrate(registry: Registry, actor_name: str, console: Console) -> None:
         try:
             result = action()
         except GnlcError as refusal:
-            console.print(f"  [yellow]refused[/] {text}: [bold]{refusal.code}[/] ({refusal.message})")
+            console.print(
+                f"  [yellow]refused[/] {text}: [bold]{refusal.code}[/] ({refusal.message})"
+            )
             return None
         console.print(f"  [green]ok[/] {text}")
         return result

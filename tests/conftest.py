@@ -1,4 +1,4 @@
-"""Fixtures: every application test runs on SQLite and on PostgreSQL, built by the composition root."""
+"""Fixtures: application tests run on SQLite and on PostgreSQL, built by the composition root."""
 
 from __future__ import annotations
 
@@ -133,3 +133,16 @@ def progress_report(**changes: Any) -> dict[str, Any]:
     }
     report.update(changes)
     return report
+
+
+def endorsed_application(registry: Registry, city: str, country: str = "DE") -> Any:
+    """Submit and endorse an application at the current business time; return the submission."""
+    submission = registry.submit_application(CITY, application_form(city, country))
+    registry.endorse(COMMISSION, submission.application_id)
+    return submission
+
+
+def admitted_city(registry: Registry, city: str, country: str = "DE") -> Any:
+    submission = endorsed_application(registry, city, country)
+    registry.admit(SECRETARIAT, submission.application_id)
+    return submission
