@@ -11,6 +11,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.calendar import local_date
 from domain.errors import InvalidInput
+from domain.regulations import Regulations, regulations_on
 
 
 class Role(StrEnum):
@@ -53,6 +54,15 @@ class Act:
     def day(self) -> date:
         """The business date of the act in the secretariat's time zone."""
         return local_date(self.effective_at, self.timezone)
+
+    @property
+    def regulations(self) -> Regulations:
+        """The regulations in force on the business date of the act."""
+        return regulations_on(self.day)
+
+    def decision_fields(self) -> dict[str, Any]:
+        """The audit fields plus the regulation version the decision was checked against."""
+        return {**self.event_fields(), "regulation_version": self.regulations.version}
 
     def event_fields(self) -> dict[str, Any]:
         """The audit fields every event carries."""

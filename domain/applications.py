@@ -47,6 +47,7 @@ class CityApplication(AuditedAggregate):
         country: str
         intake_year: int
         form: dict[str, Any]
+        regulation_version: str
 
     def __init__(
         self, city_id: UUID, city: str, country: str, intake_year: int, form: dict[str, Any],
@@ -77,7 +78,7 @@ class CityApplication(AuditedAggregate):
             country=form["country"],
             intake_year=intake_year,
             form=form,
-            **act.event_fields(),
+            **act.decision_fields(),
         )
 
     # --- events -------------------------------------------------------------------------------
@@ -86,6 +87,7 @@ class CityApplication(AuditedAggregate):
         """Base of the events that move the application to a new status."""
 
         new_status = Status.SUBMITTED
+        regulation_version: str
 
         def apply(self, application: CityApplication) -> None:
             application.status = self.new_status
@@ -115,7 +117,6 @@ class CityApplication(AuditedAggregate):
         reason: str | None
         jury: str | None
         admitted_on: date
-        regulation_version: str
         quota_year: int
         used_before: int
         limit: int | None
@@ -159,16 +160,16 @@ class CityApplication(AuditedAggregate):
 
     def endorse(self, act: Act) -> None:
         self._require(Status.SUBMITTED, "endorse")
-        self.trigger_event(self.Endorsed, **act.event_fields())
+        self.trigger_event(self.Endorsed, **act.decision_fields())
 
     def decline(self, act: Act, reason: str) -> None:
         self._require(Status.SUBMITTED, "decline")
-        self.trigger_event(self.Declined, reason=_reason(reason), **act.event_fields())
+        self.trigger_event(self.Declined, reason=_reason(reason), **act.decision_fields())
 
     def withdraw(self, act: Act, reason: str) -> None:
         if not self.is_open:
             raise InvalidTransition(f"cannot withdraw an application that is {self.status}")
-        self.trigger_event(self.Withdrawn, reason=_reason(reason), **act.event_fields())
+        self.trigger_event(self.Withdrawn, reason=_reason(reason), **act.decision_fields())
 
     def check_decidable(self) -> None:
         """The secretariat decides only on applications the National Commission endorsed."""
@@ -181,28 +182,28 @@ class CityApplication(AuditedAggregate):
     ) -> None:
         """Record the admission with the quota check it passed (`place`, the ledger's event)."""
         self.check_decidable()
+        assert place.regulation_version == act.regulations.version
         self.trigger_event(
             self.Admitted,
             reason=_reason(reason, required=False),
             jury=_jury(jury),
             admitted_on=act.day,
-            regulation_version=place.regulation_version,
             quota_year=self.intake_year,
             used_before=place.used_before,
             limit=place.limit,
-            **act.event_fields(),
+            **act.decision_fields(),
         )
 
     def reject(self, act: Act, reason: str, jury: str | None) -> None:
         self.check_decidable()
         self.trigger_event(
-            self.Rejected, reason=_reason(reason), jury=_jury(jury), **act.event_fields()
+            self.Rejected, reason=_reason(reason), jury=_jury(jury), **act.decision_fields()
         )
 
     def retract(self, act: Act, reason: str) -> None:
         """A corrigendum: the admission is as if it had not happened (the log keeps it)."""
         self._require(Status.ADMITTED, "retract")
-        self.trigger_event(self.AdmissionRetracted, reason=_reason(reason), **act.event_fields())
+        self.trigger_event(self.AdmissionRetracted, reason=_reason(reason), **act.decision_fields())
 
     def _require(self, status: Status, verb: str) -> None:
         if self.status != status:

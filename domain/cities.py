@@ -122,6 +122,7 @@ class City(AuditedAggregate):
             city.open_application_id = None
 
     class MembershipStarted(AuditedAggregate.Event):
+        regulation_version: str
         application_id: UUID
         period: int
         intake_year: int
@@ -140,6 +141,7 @@ class City(AuditedAggregate):
             )
 
     class MembershipRetracted(AuditedAggregate.Event):
+        regulation_version: str
         application_id: UUID
         period: int
         reason: str
@@ -148,6 +150,7 @@ class City(AuditedAggregate):
             city.memberships[self.period - 1].retracted = True
 
     class ReportSubmitted(AuditedAggregate.Event):
+        regulation_version: str
         period: int
         cycle: int
         due: date
@@ -161,6 +164,7 @@ class City(AuditedAggregate):
             )
 
     class MembershipEnded(AuditedAggregate.Event):
+        regulation_version: str
         period: int
         reason: str
         note: str | None
@@ -214,7 +218,7 @@ class City(AuditedAggregate):
             period=len(self.memberships) + 1,
             intake_year=intake_year,
             admitted_on=act.day,
-            **act.event_fields(),
+            **act.decision_fields(),
         )
         return self.memberships[-1]
 
@@ -230,7 +234,7 @@ class City(AuditedAggregate):
             application_id=application_id,
             period=membership.period,
             reason=reason,
-            **act.event_fields(),
+            **act.decision_fields(),
         )
 
     def submit_report(self, act: Act, report: dict[str, Any]) -> Report:
@@ -248,7 +252,7 @@ class City(AuditedAggregate):
             submitted_on=act.day,
             late=act.day > due,
             report=report,
-            **act.event_fields(),
+            **act.decision_fields(),
         )
         return membership.reports[-1]
 
@@ -268,6 +272,6 @@ class City(AuditedAggregate):
             reason=reason,
             note=note,
             ended_on=act.day,
-            **act.event_fields(),
+            **act.decision_fields(),
         )
         return membership

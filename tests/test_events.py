@@ -84,3 +84,25 @@ def test_a_city_history_lists_the_city_and_application_events_in_log_order(
     assert positions == sorted(positions)
     assert {r.event.originator_id for r in history} == {
         submission.city_id, submission.application_id}
+
+
+def test_every_decision_event_records_the_regulation_version_it_was_checked_against(
+    registry: Registry, clock: SettableClock
+) -> None:
+    from domain.applications import CityApplication
+    from domain.cities import City
+
+    registry.open_intake(SECRETARIAT, 2018)
+    clock.set("2018-09-30 12:00")
+    early = admitted_city(registry, "Suwon", "KR")
+    clock.set("2018-10-01 12:00")
+    late = admitted_city(registry, "Busan", "KR")
+    registry.end_membership(SECRETARIAT, early.city_id, "other")
+    decisions = [r.event for r in registry.read_log() if isinstance(r.event, (
+        CityApplication.Submitted, CityApplication.StatusChanged, City.MembershipStarted,
+        City.MembershipEnded))]
+    versions = {(type(e).__qualname__, e.originator_id): e.regulation_version for e in decisions}
+    assert versions[("CityApplication.Admitted", early.application_id)] == "pre-2018"
+    assert versions[("CityApplication.Admitted", late.application_id)] == "2018"
+    assert versions[("City.MembershipEnded", early.city_id)] == "2018"
+    assert all(v in {"pre-2018", "2018"} for v in versions.values())
