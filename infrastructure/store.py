@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psycopg
 from psycopg import sql
@@ -121,21 +123,29 @@ class EventStoreLocation:
 
 
 class SchemaLock:
-    """Serialises schema creation between processes (PostgreSQL advisory lock; SQLite needs none:
-    its DDL is transactional and the library's CREATE TABLE IF NOT EXISTS is serialised by the file
-    lock)."""
+    """Serialises schema creation between processes: a PostgreSQL advisory lock, or for SQLite an
+    exclusive lock on a sidecar file (`<database>.lock`) beside the database."""
 
     def __init__(self, location: EventStoreLocation) -> None:
         self.location = location
         self.connection: psycopg.Connection[tuple[object, ...]] | None = None
+        self.lock_file: IO[bytes] | None = None
 
     def __enter__(self) -> SchemaLock:
         if self.location.is_postgres:
             self.connection = psycopg.connect(self.location.psycopg_conninfo(), autocommit=True)
             self.connection.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        else:
+            path = self.location.sqlite_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.lock_file = path.with_name(path.name + ".lock").open("ab")
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *_: object) -> None:
         if self.connection is not None:
             self.connection.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
             self.connection.close()
+        if self.lock_file is not None:
+            fcntl.flock(self.lock_file, fcntl.LOCK_UN)
+            self.lock_file.close()
