@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import IO
 
 import psycopg
+from eventsourcing.utils import get_topic
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from domain.errors import InvalidInput
+from infrastructure.recorders import PostgresRegistryRecorder, SQLiteRegistryRecorder
 
 # Any fixed number: every gnlc process that creates the schema takes this PostgreSQL advisory lock.
 SCHEMA_LOCK_KEY = 0x676E6C63  # "gnlc"
@@ -62,6 +64,7 @@ class EventStoreLocation:
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(self.sqlite_path),
                 "SQLITE_LOCK_TIMEOUT": str(self.lock_timeout_seconds),
+                "APPLICATION_RECORDER_TOPIC": get_topic(SQLiteRegistryRecorder),
                 "CREATE_TABLE": create,
             }
         return {
@@ -75,6 +78,7 @@ class EventStoreLocation:
             "POSTGRES_SCHEMA": self.schema,
             "POSTGRES_LOCK_TIMEOUT": str(self.lock_timeout_seconds),
             "POSTGRES_POOL_SIZE": "2",
+            "APPLICATION_RECORDER_TOPIC": get_topic(PostgresRegistryRecorder),
             "CREATE_TABLE": create,
         }
 

@@ -202,3 +202,16 @@ def test_db_init_creates_the_store_once(database_url: str, tmp_path: Path) -> No
     gnlc = Gnlc(database_url, tmp_path)
     assert gnlc.ok("db", "init")["created"] is True
     assert gnlc.ok("db", "init")["created"] is False
+
+
+def test_the_role_recorded_follows_the_command(gnlc: Gnlc) -> None:
+    submission = gnlc.ok("apply", gnlc.file(application_form()))
+    gnlc.ok("endorse", submission["application_id"])
+    gnlc.ok("admit", submission["application_id"])
+    roles = {h["type"]: h["actor"]["role"] for h in gnlc.ok("history", submission["city_id"])}
+    assert roles == {
+        "City.Registered": "city", "City.ApplicationLodged": "city",
+        "CityApplication.Submitted": "city", "CityApplication.Endorsed": "national_commission",
+        "CityApplication.Admitted": "secretariat", "City.MembershipStarted": "secretariat",
+    }
+    assert {h["clock_overridden"] for h in gnlc.ok("history", submission["city_id"])} == {True}
