@@ -418,7 +418,8 @@ def demo(ctx: typer.Context) -> None:
     """A narrated run of one intake year through the real use cases."""
     from infrastructure.demo import narrate
 
-    _run(ctx, False, lambda s: narrate(s.registry(), s.actor_name, out))
+    _run(ctx, False, lambda s: narrate(
+        s.registry(), s.actor_name, out, event_store(s.settings()).redacted()))
 
 
 def run() -> None:

@@ -39,7 +39,7 @@ def _form(city: str, country: str) -> dict[str, Any]:
     }
 
 
-def narrate(registry: Registry, actor_name: str, console: Console) -> None:
+def narrate(registry: Registry, actor_name: str, console: Console, database: str) -> None:
     """Run the intake of 2020 as it happened, more or less, and say what the registry did."""
     if registry.recorder.max_notification_id():
         console.print("[red]The demo needs an empty event store; point --database-url at a new "
@@ -135,5 +135,5 @@ def narrate(registry: Registry, actor_name: str, console: Console) -> None:
         table.add_row(str(application.id)[:8], name, application.country, application.status,
                       f"{quota.get('used', '')}/{quota.get('limit', '')}" if quota else "")
     console.print(table)
-    console.print(f"{registry.recorder.max_notification_id()} events stored. "
-                  f"Try: gnlc --database-url ... history {hamburg}")
+    console.print(f"{registry.recorder.max_notification_id()} events stored. Try:\n"
+                  f"  gnlc --database-url {database} history {hamburg}")
