@@ -11,7 +11,6 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.acts import Act, AuditedAggregate
-from domain.calendar import add_years
 from domain.errors import (
     AlreadyMember,
     DuplicateApplication,
@@ -19,7 +18,7 @@ from domain.errors import (
     InvalidTransition,
     NotAMember,
 )
-from domain.regulations import first_reporting_regulations
+from domain.reporting import report_due
 
 END_REASONS = ("not_reporting", "withdrawn_by_city", "other")
 
@@ -73,11 +72,7 @@ class Membership:
         )
 
     def due_date(self, cycle: int) -> date:
-        """Report `cycle` is due 2k years after admission, or after the reporting rule began."""
-        rules = first_reporting_regulations()
-        assert rules.report_every_years is not None
-        start = max(self.admitted_on, rules.effective_from)
-        return add_years(start, rules.report_every_years * cycle)
+        return report_due(self.admitted_on, cycle)
 
     def next_cycle(self) -> int:
         return len(self.reports) + 1

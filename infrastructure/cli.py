@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import getpass
 import json
+import signal
 import sqlite3
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -18,11 +21,14 @@ from eventsourcing.persistence import OperationalError, PersistenceError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
 
 from application.clock import Clock, FixedClock, SystemClock
 from application.registry import Registry, parse_id
 from domain.acts import Actor, Role
+from domain.applications import Status
+from domain.calendar import local_date
 from domain.cities import city_id
 from domain.errors import (
     Conflict,
@@ -32,9 +38,19 @@ from domain.errors import (
     RuleViolation,
 )
 from domain.forms import CountryCode, parse
-from infrastructure.bootstrap import build_registry, event_store, initialise
+from infrastructure.bootstrap import (
+    build_read_models,
+    build_read_side,
+    build_registry,
+    build_runner,
+    event_store,
+    initialise,
+)
+from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
 from infrastructure.views import application_view, city_view, event_view, intake_view, plain
+from projections import answers
+from projections.catalogue import PROJECTIONS
 
 EXIT_CODES: dict[type[GnlcError], int] = {
     InvalidInput: 2,
@@ -96,6 +112,12 @@ class Session:
         if self._registry is None:
             self._registry = self.builder(self.settings(), self.clock())
         return self._registry
+
+    def read_side(self) -> ReadSide:
+        return build_read_side(self.settings(), self.registry())
+
+    def today(self) -> date:
+        return local_date(self.clock().now(), self.settings().timezone)
 
     def actor(self, role: Role) -> Actor:
         return Actor(self.actor_name, role, source="cli")
@@ -411,6 +433,164 @@ def history(ctx: typer.Context, city: Annotated[str, typer.Argument(metavar="CIT
     """Every event of a city and its applications, oldest first."""
     _run(ctx, as_json, lambda s: [event_view(r) for r in s.registry().history(
         parse_id(city, "city_id"))])
+
+
+# --- queries (read models) ------------------------------------------------------------------
+
+CountryOption = Annotated[str | None, typer.Option("--country", help="ISO 3166-1 alpha-2 code.")]
+AsOfOption = Annotated[str | None, typer.Option(
+    "--as-of", help="The network as it stood at the end of this day (business time).")]
+KnownAtOption = Annotated[str | None, typer.Option(
+    "--known-at", help="What the registry had recorded by this moment (ISO 8601 with offset).")]
+TodayOption = Annotated[str | None, typer.Option(
+    "--today", help="The day deadlines are measured against (default: the clock).")]
+
+
+def _country(code: str | None) -> str | None:
+    if code is None:
+        return None
+    from pydantic import TypeAdapter
+
+    try:
+        return TypeAdapter(CountryCode).validate_python(code)
+    except ValidationError:
+        raise InvalidInput(f"{code!r} is not an ISO 3166-1 alpha-2 country code",
+                           field="country") from None
+
+
+def _past(as_of: str | None, known_at: str | None) -> tuple[date | None, datetime | None]:
+    return (parse_date(as_of, "as_of"),
+            parse_timestamp(known_at, "known_at") if known_at else None)
+
+
+@app.command("members")
+def members_command(
+    ctx: typer.Context, country: CountryOption = None,
+    status: Annotated[str, typer.Option(help="active, ended or all")] = "active",
+    as_of: AsOfOption = None, known_at: KnownAtOption = None, today: TodayOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Member cities, with their reporting state (next report due, days overdue, review flag)."""
+    def action(s: Session) -> list[dict[str, Any]]:
+        if status not in answers.MEMBER_STATUSES:
+            raise InvalidInput("status must be active, ended or all", field="status")
+        code, (day, moment) = _country(country), _past(as_of, known_at)
+        on = parse_date(today, "today") or day or s.today()
+        rows = s.read_side().rows("members", day, moment)
+        return answers.members(rows, on, code, status)
+    _run(ctx, as_json, action)
+
+
+@app.command("quotas")
+def quotas_command(
+    ctx: typer.Context, year: Annotated[int | None, typer.Option()] = None,
+    country: CountryOption = None, as_of: AsOfOption = None, known_at: KnownAtOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Places used and left per country and intake year."""
+    def action(s: Session) -> list[dict[str, Any]]:
+        code, (day, moment) = _country(country), _past(as_of, known_at)
+        return answers.quotas(s.read_side().rows("quotas", day, moment), year, code)
+    _run(ctx, as_json, action)
+
+
+@app.command("deadlines")
+def deadlines_command(
+    ctx: typer.Context, today: TodayOption = None,
+    overdue: Annotated[bool, typer.Option("--overdue", help="Only overdue reports.")] = False,
+    due_before: Annotated[str | None, typer.Option("--due-before")] = None,
+    country: CountryOption = None, as_json: JsonFlag = False,
+) -> None:
+    """Reporting deadlines: one row per membership and cycle, as on the day asked about."""
+    def action(s: Session) -> list[dict[str, Any]]:
+        code = _country(country)
+        on = parse_date(today, "today") or s.today()
+        before = parse_date(due_before, "due_before")
+        return answers.deadline_list(s.read_side().rows("deadlines"), on, overdue, before, code)
+    _run(ctx, as_json, action)
+
+
+@app.command("applications")
+def applications_command(
+    ctx: typer.Context, year: Annotated[int | None, typer.Option()] = None,
+    status: Annotated[str | None, typer.Option()] = None, country: CountryOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Applications with the date of each step."""
+    def action(s: Session) -> list[dict[str, Any]]:
+        if status is not None and status not in {str(x) for x in Status}:
+            raise InvalidInput(f"status must be one of {', '.join(Status)}", field="status")
+        return answers.applications(s.read_side().rows("applications"), year, status,
+                                    _country(country))
+    _run(ctx, as_json, action)
+
+
+# --- projections --------------------------------------------------------------------------
+
+projections_app = typer.Typer(help="The projections that keep the read models.")
+app.add_typer(projections_app, name="projections")
+
+
+@projections_app.command("run")
+def projections_run(ctx: typer.Context) -> None:
+    """Keep the read models up to date until interrupted (Ctrl-C or SIGTERM)."""
+    def action(s: Session) -> None:
+        settings = s.settings()
+        registry = s.registry()
+        runner = build_runner(settings, registry, build_read_models(settings))
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        err.print(f"projection runner on {event_store(settings).redacted()}; "
+                  f"working on those no other runner holds")
+        runner.run(stop, on_failure=lambda failure: err.print(f"[red]{escape(str(failure))}"))
+    _run(ctx, False, action)
+
+
+@projections_app.command("status")
+def projections_status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Per projection: position, head of the log, lag in events and seconds."""
+    def action(s: Session) -> list[dict[str, Any]]:
+        registry = s.registry()
+        store = build_read_models(s.settings())
+        head = registry.recorder.max_notification_id() or 0
+        rows = []
+        for name, (position, generation) in sorted(store.positions().items()):
+            waiting = registry.recorder.select_notifications(position + 1, 1, stop=head) \
+                if position < head else []
+            oldest = registry.mapper.to_domain_event(waiting[0]).timestamp if waiting else None
+            lag_seconds = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+            rows.append({"projection": name, "position": position, "head": head,
+                         "lag_events": head - position, "lag_seconds": round(lag_seconds, 3),
+                         "generation": generation})
+        return rows
+    _run(ctx, as_json, action)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="One projection (default: all).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Rebuild from zero into new tables; the old ones answer until the new are swapped in."""
+    def action(s: Session) -> list[dict[str, Any]]:
+        if name is not None and name not in PROJECTIONS:
+            raise InvalidInput(f"unknown projection {name!r}; one of {', '.join(PROJECTIONS)}",
+                               field="name")
+        settings = s.settings()
+        runner = build_runner(settings, s.registry(), build_read_models(settings))
+        done = []
+        with Progress(console=err, disable=as_json) as bar:
+            for projection in [name] if name else list(PROJECTIONS):
+                task = bar.add_task(f"rebuilding {projection}", total=None)
+                started = time.monotonic()
+                position = runner.rebuild(projection, lambda at, head, t=task: bar.update(
+                    t, completed=at, total=head))
+                done.append({"projection": projection, "position": position,
+                             "seconds": round(time.monotonic() - started, 3)})
+        return done
+    _run(ctx, as_json, action)
 
 
 @app.command("demo")

@@ -1,1 +1,1 @@
-"""Read models built from the event log (issue 3)."""
+"""Read models folded from the event log: pure state and answers (SQL storage: infrastructure)."""

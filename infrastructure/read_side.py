@@ -1,0 +1,65 @@
+"""Answers to staff queries: from the projections (kept up to date), or replayed for a past
+date (`as_of`, business time) or a past moment of the registry's knowledge (`known_at`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import date, datetime
+
+from application.registry import Registry
+from domain.calendar import local_date
+from infrastructure.projection_runner import ProjectionRunner
+from infrastructure.readmodels import ReadModelStore
+from projections.base import Row
+from projections.catalogue import PROJECTIONS, fold
+
+WAIT_FOR_RUNNER_SECONDS = 10.0
+
+TABLE_OWNER = {table: name for name, p in PROJECTIONS.items() for table in p.keys}
+
+
+class ReadSide:
+    def __init__(self, registry: Registry, store: ReadModelStore,
+                 runner: Callable[[Iterable[str]], ProjectionRunner], timezone: str) -> None:
+        self.registry, self.store, self.runner, self.timezone = registry, store, runner, timezone
+
+    def rows(self, table: str, as_of: date | None = None,
+             known_at: datetime | None = None) -> list[Row]:
+        """The rows of a read-model table: stored and fresh, or replayed to a past point."""
+        name = TABLE_OWNER[table]
+        if as_of is None and known_at is None:
+            self.bring_up_to_date([name])
+            return self.store.rows(table)
+        return fold(self._events(as_of, known_at), self.timezone, (name,))[name].rows(table)
+
+    def _events(self, as_of: date | None, known_at: datetime | None) -> Iterable[object]:
+        for recorded in self.registry.read_log():
+            event = recorded.event
+            if known_at is not None and event.timestamp > known_at:
+                continue
+            if as_of is not None and local_date(event.effective_at, self.timezone) > as_of:
+                continue
+            yield event
+
+    def bring_up_to_date(self, names: list[str]) -> None:
+        """Catch the projections up to the head of the log, or wait for the runner that does."""
+        runner = self.runner(names)
+        try:
+            if len(runner.acquire()) == len(names):
+                runner.catch_up()
+                return
+        finally:
+            runner.release()
+        self._wait_for_runner(names)
+
+    def _wait_for_runner(self, names: list[str]) -> None:
+        head = self.registry.recorder.max_notification_id() or 0
+        deadline = time.monotonic() + WAIT_FOR_RUNNER_SECONDS
+        pause = threading.Event()
+        while time.monotonic() < deadline:
+            positions = self.store.positions()
+            if all(positions[n][0] >= head for n in names):
+                return
+            pause.wait(0.02)

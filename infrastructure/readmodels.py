@@ -1,0 +1,240 @@
+"""The read models' SQL tables (SQLAlchemy) and the positions that make every event count once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import URL
+
+from projections.base import Key, Projection, Row
+from projections.catalogue import PROJECTIONS
+
+NEXT = "__next"  # suffix of the tables a rebuild fills before they are swapped in
+
+
+def _columns(table: str) -> list[Column[Any]]:
+    """The columns of each read-model table (the projections' row keys)."""
+    city = [
+        Column("city_id", String(36), primary_key=True), Column("name", String(500)),
+        Column("country", String(2)), Column("status", String(16)),
+        Column("period", Integer), Column("admitted_on", Date), Column("intake_year", Integer),
+        Column("ended_on", Date), Column("periods", Integer), Column("reports", JSON),
+        Column("memberships", JSON),
+    ]
+    steps = [Column(f"{s}_on", Date) for s in (
+        "submitted", "endorsed", "declined", "withdrawn", "admitted", "rejected", "retracted")]
+    return {
+        "members": city,
+        "deadlines": city,
+        "quotas": [
+            Column("country", String(2), primary_key=True),
+            Column("year", Integer, primary_key=True), Column("limit", Integer),
+            Column("admitted", Integer), Column("retracted", Integer), Column("pending", Integer),
+        ],
+        "quota_applications": [
+            Column("application_id", String(36), primary_key=True), Column("country", String(2)),
+            Column("year", Integer), Column("status", String(16)),
+        ],
+        "applications": [
+            Column("application_id", String(36), primary_key=True),
+            Column("city_id", String(36)), Column("city", String(500)),
+            Column("country", String(2)), Column("intake_year", Integer),
+            Column("status", String(16)), *steps,
+        ],
+    }[table]
+
+
+class ReadModelSchema:
+    """Every read-model table, under its live name and its rebuild (`__next`) name."""
+
+    def __init__(self, schema: str | None) -> None:
+        self.metadata = MetaData(schema=schema)
+        self.tables: dict[str, Table] = {}
+        for projection in PROJECTIONS.values():
+            for name in projection.keys:
+                for suffix in ("", NEXT):
+                    self.tables[name + suffix] = Table(name + suffix, self.metadata,
+                                                       *_columns(name))
+        self.positions = Table(
+            "projection_positions", self.metadata,
+            Column("projection", String(64), primary_key=True),
+            Column("position", Integer, nullable=False),
+            Column("generation", Integer, nullable=False),
+            Column("updated_at", DateTime(timezone=True)),
+        )
+        # Append-only: one row per committed batch, so an audit can prove no event counted twice.
+        self.batches = Table(
+            "projection_batches", self.metadata,
+            Column("projection", String(64), primary_key=True),
+            Column("generation", Integer, primary_key=True),
+            Column("first_position", Integer, primary_key=True),
+            Column("last_position", Integer, nullable=False),
+            Column("committed_at", DateTime(timezone=True)),
+        )
+
+    def live(self) -> list[Table]:
+        return [t for name, t in self.tables.items() if not name.endswith(NEXT)]
+
+
+def read_model_engine(url: URL, schema: str | None) -> Engine:
+    """An engine for the read models; SQLite files get WAL so readers never block the runner."""
+    engine = create_engine(url, future=True, pool_pre_ping=True)
+    if url.get_backend_name() == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection: Any, _: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+    return engine
+
+
+class Conflict(Exception):
+    """Another runner (or a rebuild) moved the projection's position: reload and go on."""
+
+
+class ReadModelStore:
+    """Reads and writes the projections' rows and positions, in one transaction per batch."""
+
+    def __init__(self, engine: Engine, schema: str | None) -> None:
+        self.engine = engine
+        self.schema = ReadModelSchema(schema)
+
+    def create(self) -> None:
+        self.schema.metadata.create_all(
+            self.engine, tables=[*self.schema.live(), self.schema.positions, self.schema.batches])
+        with self.engine.begin() as connection:
+            known = {r[0] for r in connection.execute(select(self.schema.positions.c.projection))}
+            for name in PROJECTIONS:
+                if name not in known:
+                    connection.execute(insert(self.schema.positions).values(
+                        projection=name, position=0, generation=0, updated_at=_now()))
+
+    def positions(self) -> dict[str, tuple[int, int]]:
+        """Per projection: (position, generation)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(self.schema.positions)).mappings()
+            return {r["projection"]: (r["position"], r["generation"]) for r in rows}
+
+    def load(self, projection: Projection, suffix: str = "") -> None:
+        with self.engine.connect() as connection:
+            for name in projection.keys:
+                result = connection.execute(select(self.schema.tables[name + suffix]))
+                projection.load(name, (dict(r) for r in result.mappings()))
+
+    def rows(self, table: str) -> list[Row]:
+        with self.engine.connect() as connection:
+            return [dict(r) for r in connection.execute(
+                select(self.schema.tables[table])).mappings()]
+
+    def commit(self, batch: Mapping[str, tuple[Projection, tuple[int, int], int]],
+               suffix: str = "") -> None:
+        """Write each projection's changed rows and move its position, all in one transaction.
+
+        `batch` maps a projection name to (projection, (position, generation) it started from,
+        the new position). Raises `Conflict`, writing nothing, when any position moved meanwhile.
+        """
+        with self.engine.begin() as connection:
+            for name, (projection, (position, generation), new_position) in batch.items():
+                self._move(connection, name, position, generation, new_position)
+                self._write(connection, projection.changes(), projection, suffix)
+
+    def _move(self, connection: Connection, name: str, position: int, generation: int,
+              new_position: int) -> None:
+        positions = self.schema.positions
+        moved = connection.execute(
+            update(positions)
+            .where(positions.c.projection == name, positions.c.position == position,
+                   positions.c.generation == generation)
+            .values(position=new_position, updated_at=_now()))
+        if moved.rowcount != 1:
+            raise Conflict(f"projection {name} moved from {position} (generation {generation})")
+        connection.execute(insert(self.schema.batches).values(
+            projection=name, generation=generation, first_position=position + 1,
+            last_position=new_position, committed_at=_now()))
+
+    def _write(self, connection: Connection, changes: dict[str, dict[Key, Row | None]],
+               projection: Projection, suffix: str) -> None:
+        for name, rows in changes.items():
+            table = self.schema.tables[name + suffix]
+            key_columns = [table.c[c] for c in projection.keys[name]]
+            keys = list(rows)
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                connection.execute(table.delete().where(tuple_(*key_columns).in_(chunk)))
+            written = [row for row in rows.values() if row is not None]
+            if written:
+                connection.execute(insert(table), written)
+
+    # --- rebuilds ------------------------------------------------------------------------------
+
+    def prepare_rebuild(self, projection: type[Projection]) -> None:
+        tables = [self.schema.tables[name + NEXT] for name in projection.keys]
+        self.schema.metadata.drop_all(self.engine, tables=tables)
+        self.schema.metadata.create_all(self.engine, tables=tables)
+
+    def write(self, projection: Projection, suffix: str = NEXT) -> None:
+        """Write changed rows of a projection being rebuilt (its tables are not live yet)."""
+        with self.engine.begin() as connection:
+            self._write(connection, projection.changes(), projection, suffix)
+
+    def swap(self, name: str, live: tuple[int, int], rebuilt_position: int) -> None:
+        """Put the rebuilt tables in place of the live ones and move the position, atomically.
+
+        Raises `Conflict` when the live position moved since `live` was read."""
+        position, generation = live
+        positions = self.schema.positions
+        preparer = self.engine.dialect.identifier_preparer
+        with self.engine.begin() as connection:
+            moved = connection.execute(
+                update(positions)
+                .where(positions.c.projection == name, positions.c.position == position,
+                       positions.c.generation == generation)
+                .values(position=rebuilt_position, generation=generation + 1,
+                        updated_at=_now()))
+            if moved.rowcount != 1:
+                raise Conflict(f"projection {name} moved while it was rebuilt")
+            connection.execute(insert(self.schema.batches).values(
+                projection=name, generation=generation + 1, first_position=1,
+                last_position=rebuilt_position, committed_at=_now()))
+            for table in PROJECTIONS[name].keys:
+                connection.execute(text(
+                    f"DROP TABLE {preparer.format_table(self.schema.tables[table])}"))
+                connection.execute(text(
+                    f"ALTER TABLE {preparer.format_table(self.schema.tables[table + NEXT])} "
+                    f"RENAME TO {preparer.quote(table)}"))
+
+    def batches(self, name: str) -> list[tuple[int, int, int]]:
+        """(generation, first, last) of every committed batch of a projection, in order."""
+        b = self.schema.batches
+        with self.engine.connect() as connection:
+            return [(r[0], r[1], r[2]) for r in connection.execute(
+                select(b.c.generation, b.c.first_position, b.c.last_position)
+                .where(b.c.projection == name)
+                .order_by(b.c.generation, b.c.first_position))]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

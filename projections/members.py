@@ -1,0 +1,85 @@
+"""`members`: one row per city with its membership periods and report dates."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from domain.cities import City
+from projections.base import Projection, Row
+
+
+def _day(iso: str | None) -> date | None:
+    return date.fromisoformat(iso) if iso else None
+
+
+def _summarise(row: Row) -> None:
+    """Set the summary columns from the periods: the latest period not retracted counts."""
+    periods = [p for p in row["memberships"] if not p["retracted"]]
+    current = periods[-1] if periods else None
+    row["periods"] = len(periods)
+    row["status"] = "applicant" if current is None else (
+        "ended" if current["ended_on"] else "active")
+    row["period"] = current["period"] if current else None
+    row["admitted_on"] = _day(current["admitted_on"]) if current else None
+    row["intake_year"] = current["intake_year"] if current else None
+    row["ended_on"] = _day(current["ended_on"]) if current else None
+    row["reports"] = list(current["reports"]) if current else []
+
+
+class MembersProjection(Projection):
+    name = "members"
+    table = "members"
+    keys = {"members": ("city_id",)}
+
+    def _registered(self, e: City.Registered) -> None:
+        self.put(self.table, {
+            "city_id": str(e.originator_id), "name": e.name, "country": e.country,
+            "status": "applicant", "period": None, "admitted_on": None, "intake_year": None,
+            "ended_on": None, "periods": 0, "reports": [], "memberships": [],
+        })
+
+    def _membership(self, e: Any) -> tuple[Row, dict[str, Any]]:
+        row = self.touch(self.table, str(e.originator_id))
+        return row, row["memberships"][e.period - 1]
+
+    def _started(self, e: City.MembershipStarted) -> None:
+        row = self.touch(self.table, str(e.originator_id))
+        row["memberships"] = [*row["memberships"], {
+            "period": e.period, "intake_year": e.intake_year,
+            "admitted_on": e.admitted_on.isoformat(), "ended_on": None, "retracted": False,
+            "reports": [],
+        }]
+        _summarise(row)
+
+    def _retracted(self, e: City.MembershipRetracted) -> None:
+        row, membership = self._membership(e)
+        membership["retracted"] = True
+        _summarise(row)
+
+    def _reported(self, e: City.ReportSubmitted) -> None:
+        row, membership = self._membership(e)
+        membership["reports"] = [*membership["reports"], e.submitted_on.isoformat()]
+        _summarise(row)
+
+    def _ended(self, e: City.MembershipEnded) -> None:
+        row, membership = self._membership(e)
+        membership["ended_on"] = e.ended_on.isoformat()
+        _summarise(row)
+
+    handlers = {
+        City.Registered: _registered,
+        City.MembershipStarted: _started,
+        City.MembershipRetracted: _retracted,
+        City.ReportSubmitted: _reported,
+        City.MembershipEnded: _ended,
+    }
+
+
+class DeadlinesProjection(MembersProjection):
+    """`deadlines`: the same periods and report dates, kept for the deadline list; the cycles
+    themselves depend on the day asked about and are listed when asked (domain.reporting)."""
+
+    name = "deadlines"
+    table = "deadlines"
+    keys = {"deadlines": ("city_id",)}
