@@ -3,6 +3,7 @@ registry's knowledge; both paths give the same answer."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -141,7 +142,8 @@ def test_a_failing_projection_stops_names_the_event_and_resumes_from_it_when_fix
     runner.acquire()
     with pytest.raises(ProjectionFailed) as failed:
         runner.catch_up()
-    assert "ReportSubmitted" in str(failed.value) and "report handler is broken" in str(failed.value)
+    message = str(failed.value)
+    assert "ReportSubmitted" in message and "report handler is broken" in message
     stopped_at = store.positions()["members"][0]
     assert stopped_at < failed.value.position
     monkeypatch.setitem(PROJECTIONS, "members", MembersProjection)
@@ -155,7 +157,7 @@ def test_a_failing_projection_stops_names_the_event_and_resumes_from_it_when_fix
     fixed.release()
     assert live == sorted(store.rows("members"), key=lambda r: r["city_id"])
     batches = store.batches("members")
-    assert all(b[1] == a[2] + 1 for a, b in zip(batches, batches[1:], strict=False)
+    assert all(b[1] == a[2] + 1 for a, b in itertools.pairwise(batches)
                if a[0] == b[0])
 
 
