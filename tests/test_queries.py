@@ -144,6 +144,7 @@ def test_a_failing_projection_stops_names_the_event_and_resumes_from_it_when_fix
         runner.catch_up()
     message = str(failed.value)
     assert "ReportSubmitted" in message and "report handler is broken" in message
+    assert "ReportSubmitted" in message and "report handler is broken" in message
     stopped_at = store.positions()["members"][0]
     assert stopped_at < failed.value.position
     monkeypatch.setitem(PROJECTIONS, "members", MembersProjection)
