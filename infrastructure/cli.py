@@ -19,6 +19,7 @@ import psycopg
 import typer
 from eventsourcing.persistence import OperationalError, PersistenceError
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
@@ -166,7 +167,9 @@ def _render(result: Any) -> None:
     if result is None:
         return
     if isinstance(result, list):
-        table = Table(*(result[0].keys() if result else ["(none)"]))
+        table = Table(box=box.SIMPLE_HEAD)
+        for column in result[0].keys() if result else ["(none)"]:
+            table.add_column(column, overflow="fold")
         for row in result:
             table.add_row(*(json.dumps(v) if isinstance(v, (dict, list)) else str(v)
                             for v in row.values()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.applications import CityApplication
-from projections.base import Projection
+from projections.base import Projection, Row
 
 STEPS = ("submitted", "endorsed", "declined", "withdrawn", "admitted", "rejected", "retracted")
 
@@ -15,7 +15,7 @@ class ApplicationsProjection(Projection):
     keys = {"applications": ("application_id",)}
 
     def _submitted(self, e: CityApplication.Submitted) -> None:
-        row = {"application_id": str(e.originator_id), "city_id": str(e.city_id),
+        row: Row = {"application_id": str(e.originator_id), "city_id": str(e.city_id),
                "city": e.city, "country": e.country, "intake_year": e.intake_year,
                "status": "submitted", **{f"{step}_on": None for step in STEPS}}
         row["submitted_on"] = self.day(e.effective_at)
