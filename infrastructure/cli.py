@@ -583,15 +583,14 @@ def projections_rebuild(
                                field="name")
         settings = s.settings()
         runner = build_runner(settings, s.registry(), build_read_models(settings))
-        done = []
+        names = [name] if name else list(PROJECTIONS)
         with Progress(console=err, disable=as_json) as bar:
-            for projection in [name] if name else list(PROJECTIONS):
-                task = bar.add_task(f"rebuilding {projection}", total=None)
-                started = time.monotonic()
-                position = runner.rebuild(projection, lambda at, head, t=task: bar.update(
-                    t, completed=at, total=head))
-                done.append({"projection": projection, "position": position,
-                             "seconds": round(time.monotonic() - started, 3)})
+            task = bar.add_task(f"rebuilding {', '.join(names)}", total=None)
+            started = time.monotonic()
+            position = runner.rebuild(names, lambda at, head: bar.update(
+                task, completed=at, total=head))
+        seconds = round(time.monotonic() - started, 3)
+        done = [{"projection": n, "position": position, "seconds": seconds} for n in names]
         return done
     _run(ctx, as_json, action)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,31 +202,37 @@ class ProjectionRunner:
 
     # --- rebuilds ------------------------------------------------------------------------------
 
-    def rebuild(self, name: str, progress: Callable[[int, int], None] | None = None) -> int:
-        """Fold `name` from zero into fresh tables, then swap them in; the live ones answer
-        until then. Returns the position the rebuilt tables reached."""
-        self.store.prepare_rebuild(PROJECTIONS[name])
-        projection = PROJECTIONS[name](self.timezone)
-        building = Tracked(projection, 0, 0)
+    def rebuild(self, names: str | Sequence[str],
+                progress: Callable[[int, int], None] | None = None) -> int:
+        """Fold projections from zero in one pass over the log, into fresh tables, then swap
+        them in (the live tables answer until then). Returns the position they reached."""
+        names = [names] if isinstance(names, str) else list(names)
+        for name in names:
+            self.store.prepare_rebuild(PROJECTIONS[name])
+        building = {name: Tracked(PROJECTIONS[name](self.timezone), 0, 0) for name in names}
+        topics = sorted({get_topic(c) for t in building.values() for c in t.projection.handles()})
+        position = 0
         while True:
-            head = self.registry.recorder.max_notification_id() or 0
-            live = self.store.positions()[name]
-            target = max(head, live[0])
-            while building.position < target:
+            positions = self.store.positions()
+            live = {name: positions[name] for name in names}
+            target = max(self.registry.recorder.max_notification_id() or 0,
+                         *(p for p, _ in live.values()))
+            while position < target:
                 batch = self.registry.recorder.select_notifications(
-                    building.position + 1, self.batch_size, stop=target,
-                    topics=sorted({get_topic(c) for c in projection.handles()}))
-                last = target if len(batch) < self.batch_size else batch[-1].id
-                self._apply(batch, [(name, building)])
-                self.store.write(projection, NEXT)
-                building.position = last
+                    position + 1, self.batch_size, stop=target, topics=topics)
+                self._apply(batch, building.items())
+                position = target if len(batch) < self.batch_size else batch[-1].id
+                for tracked in building.values():
+                    tracked.position = position
                 if progress:
-                    progress(last, target)
+                    progress(position, target)
+            for tracked in building.values():
+                self.store.write(tracked.projection, NEXT)
             try:
-                self.store.swap(name, live, building.position)
-                return building.position
+                self.store.swap(live, position)
+                return position
             except Conflict:
-                continue  # the live runner moved on: catch the new tables up to it and retry
+                continue  # a live runner moved past us: catch up to it, then swap
 
 
 class _Waiter:

@@ -196,35 +196,41 @@ class ReadModelStore:
         self.schema.metadata.create_all(self.engine, tables=tables)
 
     def write(self, projection: Projection, suffix: str = NEXT) -> None:
-        """Write changed rows of a projection being rebuilt (its tables are not live yet)."""
+        """Write every row of a projection rebuilt into fresh (empty, not yet live) tables."""
+        projection.changes()
         with self.engine.begin() as connection:
-            self._write(connection, projection.changes(), projection, suffix)
+            for name, rows in projection.tables.items():
+                table = self.schema.tables[name + suffix]
+                values = list(rows.values())
+                for start in range(0, len(values), 5000):
+                    connection.execute(insert(table), values[start:start + 5000])
 
-    def swap(self, name: str, live: tuple[int, int], rebuilt_position: int) -> None:
-        """Put the rebuilt tables in place of the live ones and move the position, atomically.
+    def swap(self, live: Mapping[str, tuple[int, int]], rebuilt_position: int) -> None:
+        """Put rebuilt tables in place of the live ones and move the positions, atomically.
 
-        Raises `Conflict` when the live position moved since `live` was read."""
-        position, generation = live
+        `live` maps each rebuilt projection to the (position, generation) read before the swap;
+        raises `Conflict`, changing nothing, when any of them moved since."""
         positions = self.schema.positions
         preparer = self.engine.dialect.identifier_preparer
         with self.engine.begin() as connection:
-            moved = connection.execute(
-                update(positions)
-                .where(positions.c.projection == name, positions.c.position == position,
-                       positions.c.generation == generation)
-                .values(position=rebuilt_position, generation=generation + 1,
-                        updated_at=_now()))
-            if moved.rowcount != 1:
-                raise Conflict(f"projection {name} moved while it was rebuilt")
-            connection.execute(insert(self.schema.batches).values(
-                projection=name, generation=generation + 1, first_position=1,
-                last_position=rebuilt_position, committed_at=_now()))
-            for table in PROJECTIONS[name].keys:
-                connection.execute(text(
-                    f"DROP TABLE {preparer.format_table(self.schema.tables[table])}"))
-                connection.execute(text(
-                    f"ALTER TABLE {preparer.format_table(self.schema.tables[table + NEXT])} "
-                    f"RENAME TO {preparer.quote(table)}"))
+            for name, (position, generation) in live.items():
+                moved = connection.execute(
+                    update(positions)
+                    .where(positions.c.projection == name, positions.c.position == position,
+                           positions.c.generation == generation)
+                    .values(position=rebuilt_position, generation=generation + 1,
+                            updated_at=_now()))
+                if moved.rowcount != 1:
+                    raise Conflict(f"projection {name} moved while it was rebuilt")
+                connection.execute(insert(self.schema.batches).values(
+                    projection=name, generation=generation + 1, first_position=1,
+                    last_position=rebuilt_position, committed_at=_now()))
+                for table in PROJECTIONS[name].keys:
+                    connection.execute(text(
+                        f"DROP TABLE {preparer.format_table(self.schema.tables[table])}"))
+                    connection.execute(text(
+                        f"ALTER TABLE {preparer.format_table(self.schema.tables[table + NEXT])} "
+                        f"RENAME TO {preparer.quote(table)}"))
 
     def batches(self, name: str) -> list[tuple[int, int, int]]:
         """(generation, first, last) of every committed batch of a projection, in order."""
