@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn
 import psycopg
 import typer
 from eventsourcing.persistence import OperationalError, PersistenceError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -251,13 +251,8 @@ def city_id_command(
 ) -> None:
     """Print the deterministic id of a city (country code and name)."""
     def action(_: Session) -> dict[str, Any]:
-        from pydantic import TypeAdapter
-
-        try:
-            code = TypeAdapter(CountryCode).validate_python(country)
-        except ValidationError:
-            raise InvalidInput(f"{country!r} is not an ISO 3166-1 alpha-2 country code",
-                               field="country") from None
+        code = _country(country)
+        assert code is not None
         if not name.strip():
             raise InvalidInput("the city name must not be empty", field="name")
         return {"city_id": city_id(code, name)}
@@ -452,8 +447,6 @@ TodayOption = Annotated[str | None, typer.Option(
 def _country(code: str | None) -> str | None:
     if code is None:
         return None
-    from pydantic import TypeAdapter
-
     try:
         return TypeAdapter(CountryCode).validate_python(code)
     except ValidationError:
