@@ -201,6 +201,7 @@ class ReadModelStore:
         with self.engine.begin() as connection:
             for name, rows in projection.tables.items():
                 table = self.schema.tables[name + suffix]
+                connection.execute(table.delete())  # a retried swap writes everything again
                 values = list(rows.values())
                 for start in range(0, len(values), 5000):
                     connection.execute(insert(table), values[start:start + 5000])
@@ -222,9 +223,10 @@ class ReadModelStore:
                             updated_at=_now()))
                 if moved.rowcount != 1:
                     raise Conflict(f"projection {name} moved while it was rebuilt")
-                connection.execute(insert(self.schema.batches).values(
-                    projection=name, generation=generation + 1, first_position=1,
-                    last_position=rebuilt_position, committed_at=_now()))
+                if rebuilt_position > 0:  # an empty log leaves no batch to record
+                    connection.execute(insert(self.schema.batches).values(
+                        projection=name, generation=generation + 1, first_position=1,
+                        last_position=rebuilt_position, committed_at=_now()))
                 for table in PROJECTIONS[name].keys:
                     connection.execute(text(
                         f"DROP TABLE {preparer.format_table(self.schema.tables[table])}"))
