@@ -157,7 +157,9 @@ class ReadModelStore:
         the new position). Raises `Conflict`, writing nothing, when any position moved meanwhile.
         """
         with self.engine.begin() as connection:
-            for name, (projection, (position, generation), new_position) in batch.items():
+            # Always in name order: two runners committing at once (one that lost its lock and
+            # does not know yet) queue on the same first row instead of deadlocking.
+            for name, (projection, (position, generation), new_position) in sorted(batch.items()):
                 self._move(connection, name, position, generation, new_position)
                 self._write(connection, projection.changes(), projection, suffix)
 
@@ -214,7 +216,7 @@ class ReadModelStore:
         positions = self.schema.positions
         preparer = self.engine.dialect.identifier_preparer
         with self.engine.begin() as connection:
-            for name, (position, generation) in live.items():
+            for name, (position, generation) in sorted(live.items()):
                 moved = connection.execute(
                     update(positions)
                     .where(positions.c.projection == name, positions.c.position == position,
