@@ -6,6 +6,7 @@ is polled. One runner works on a projection at a time (a lock per projection).""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import threading
@@ -76,6 +77,10 @@ class ProjectionLock:
 
     def release(self) -> None:
         if self.connection is not None:
+            # Unlock before closing: the server frees a closed session's locks only when its
+            # backend has exited, a moment after close() returns.
+            with contextlib.suppress(psycopg.Error):
+                self.connection.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
             self.connection.close()
             self.connection = None
         if self.file is not None:
