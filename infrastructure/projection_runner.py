@@ -75,6 +75,17 @@ class ProjectionLock:
         self.file = file
         return True
 
+    def lost(self) -> bool:
+        """Whether a lock this runner took has gone with its PostgreSQL session (a network cut,
+        an idle_session_timeout, pg_terminate_backend): another runner may hold it now."""
+        if self.connection is None:
+            return False
+        try:
+            self.connection.execute("SELECT 1")
+            return False
+        except psycopg.Error:
+            return True
+
     def release(self) -> None:
         if self.connection is not None:
             # Unlock before closing: the server frees a closed session's locks only when its
@@ -136,6 +147,9 @@ class ProjectionRunner:
         """Apply every event up to the head of the log; return how many were read."""
         read = 0
         while self.tracked:
+            self._drop_lost()
+            if not self.tracked:
+                return read
             start = min(t.position for t in self.tracked.values()) + 1
             head = self.registry.recorder.max_notification_id() or 0
             if start > head:
@@ -158,6 +172,12 @@ class ProjectionRunner:
             if progress:
                 progress(last, head)
         return read
+
+    def _drop_lost(self) -> None:
+        """Stop working on projections whose lock has gone; `run` takes them again when free."""
+        for name in [n for n in self.tracked if self.locks[n].lost()]:
+            self.locks[name].release()
+            del self.tracked[name]
 
     def _apply(self, batch: Iterable[Any], tracked: Iterable[tuple[str, Tracked]]) -> None:
         targets = list(tracked)

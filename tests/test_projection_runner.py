@@ -442,10 +442,14 @@ def test_when_the_active_runner_is_killed_the_standby_takes_over_within_five_sec
     assert pg.holders() == {"gnlc-runner-a"}
     assert standby.poll() is None, pg.state()
 
-    # A large transaction; A is killed after its first batch of it (the CLI reads 5000).
+    # A backlog builds up while A is paused (SIGSTOP: its sessions and locks stay); A resumes
+    # and is killed once it has committed its first batch of the backlog (the CLI reads 5000).
+    os.kill(active.pid, signal.SIGSTOP)
     before = pg.head()
-    generate(pg.registry, 10_000, seed=seed, tag="backlog", chunk_events=20_000)
+    generate(pg.registry, 10_000, seed=seed, tag="backlog", chunk_events=1000)
     backlog = pg.head()
+    assert pg.holders() == {"gnlc-runner-a"}
+    os.kill(active.pid, signal.SIGCONT)
     pg.wait(lambda: reached(pg.store)[0] > before)
     os.kill(active.pid, signal.SIGKILL)
     killed = time.monotonic()
