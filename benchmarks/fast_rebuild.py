@@ -6,9 +6,8 @@ the same `__next` tables and swaps them in with `ReadModelStore.swap`, as `Proje
 does, with these changes, each of which can be switched off to measure it alone:
 
 - `freeze_gc`: `gc.freeze()` after each batch tells the collector that what was folded so far is
-  permanent, so its full collections stop rescanning hundreds of thousands of row dicts (with
-  three generations and no freezing, CPython rescans the whole heap every time it has grown by a
-  quarter: a cost that grows with the square of the rows held);
+  permanent, so its full collections stop rescanning hundreds of thousands of row dicts (CPython
+  3.11 runs one each time the heap has grown by a quarter, rescanning all of it);
 - `share_members`: `members` and `deadlines` hold the same rows (`DeadlinesProjection` is
   `MembersProjection` under another table name): fold them once, write the rows to both tables;
 - `skip_changes`: forget the dirty keys instead of calling `projection.changes()` before the bulk
@@ -139,6 +138,7 @@ def write(store: ReadModelStore, folding: dict[str, Projection], copies: dict[st
     with store.engine.begin() as connection:
         for name, rows in tables:
             table = store.schema.tables[name + NEXT]
+            connection.execute(table.delete())  # a swap retried after a conflict writes again
             if not driver_insert:
                 values = list(rows)
                 for start in range(0, len(values), 5000):
