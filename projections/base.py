@@ -55,6 +55,10 @@ class Projection:
         self.dirty = {t: set() for t in self.keys}
         return changed
 
+    def forget_changes(self) -> None:
+        """Forget what changed, without building the change set (a rebuild writes every row)."""
+        self.dirty = {t: set() for t in self.keys}
+
     # --- helpers for subclasses ------------------------------------------------------------
 
     def get(self, table: str, *key: Any) -> Row | None:
