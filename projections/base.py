@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from typing import Any, ClassVar
-from uuid import UUID
 
 from domain.calendar import local_date
 
@@ -81,7 +80,3 @@ class Projection:
 
     def day(self, moment: datetime) -> date:
         return local_date(moment, self.timezone)
-
-
-def text(value: UUID | str) -> str:
-    return str(value)
