@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -11,14 +13,28 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast, runtime_checkable
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Transcoding
-from eventsourcing.utils import retry
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    Recording,
+    StoredEvent,
+    Transcoding,
+)
+from eventsourcing.utils import get_topic, retry
 
 from application.clock import Clock, SystemClock
-from domain.acts import Act, Actor, AuditedAggregate
+from domain.access import AccessToken, Action, authorise, parse_token, token_id, token_text
+from domain.acts import Act, Actor, AuditedAggregate, Role
 from domain.applications import CityApplication
 from domain.cities import City, Membership, Report, city_id
-from domain.errors import Conflict, InvalidInput, NotFound, WindowClosed
+from domain.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidTransition,
+    NotAuthenticated,
+    NotFound,
+    WindowClosed,
+)
 from domain.forms import ApplicationForm, ProgressReport, parse
 from domain.intakes import CALENDAR_ID, Intake, IntakeCalendar
 from domain.quotas import QuotaLedger, ledger_id
@@ -100,6 +116,15 @@ class Admission:
 
 
 @dataclass(frozen=True)
+class IssuedToken:
+    """A new token: its secret is shown once, here, and never stored."""
+
+    name: str
+    role: str
+    token: str
+
+
+@dataclass(frozen=True)
 class RecordedEvent:
     """An event with its place in the log."""
 
@@ -123,6 +148,20 @@ class Registry(Application[UUID]):
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.timezone = timezone
         self.new_id = new_id
+        self._saved = threading.local()
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        recordings = super().save(*objs, **kwargs)
+        if recordings:
+            self._saved.position = recordings[-1].notification.id
+        return recordings
+
+    def forget_last_position(self) -> None:
+        self._saved.position = None
+
+    def last_position(self) -> int | None:
+        """The log position of the last event this thread saved (for read-your-writes)."""
+        return cast(int | None, getattr(self._saved, "position", None))
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -134,6 +173,7 @@ class Registry(Application[UUID]):
     def open_intake(
         self, actor: Actor, year: int, opens: date | None = None, closes: date | None = None
     ) -> Intake:
+        authorise(actor, Action.OPEN_INTAKE)
         act = self._act(actor)
         calendar = self._calendar() or IntakeCalendar.start(act)
         intake = calendar.open_intake(act, year, opens, closes)
@@ -142,6 +182,7 @@ class Registry(Application[UUID]):
 
     @retried_on_conflict
     def extend_intake(self, actor: Actor, year: int, closes: date, reason: str) -> Intake:
+        authorise(actor, Action.EXTEND_INTAKE)
         act = self._act(actor)
         calendar = self._calendar()
         if calendar is None:
@@ -159,7 +200,9 @@ class Registry(Application[UUID]):
     @retried_on_conflict
     def submit_application(self, actor: Actor, data: Any) -> Submission:
         """Part 1 of the form, submitted while an intake is open; one open application per city."""
+        authorise(actor, Action.SUBMIT_APPLICATION, actor.country, actor.city_id)
         form = parse(ApplicationForm, data)
+        authorise(actor, Action.SUBMIT_APPLICATION, form.country, city_id(form.country, form.city))
         act = self._act(actor)
         calendar, city = self._load(CALENDAR_ID, city_id(form.country, form.city))
         if not isinstance(calendar, IntakeCalendar):
@@ -176,7 +219,7 @@ class Registry(Application[UUID]):
 
     @retried_on_conflict
     def endorse(self, actor: Actor, application_id: UUID) -> CityApplication:
-        application = self.application(application_id)
+        application = self._authorised(actor, Action.ENDORSE, application_id)
         application.endorse(self._act(actor))
         self.save(application)
         return application
@@ -194,7 +237,7 @@ class Registry(Application[UUID]):
         self, actor: Actor, application_id: UUID, reason: str, jury: str | None = None
     ) -> CityApplication:
         act = self._act(actor)
-        application = self.application(application_id)
+        application = self._authorised(actor, Action.REJECT, application_id)
         application.check_decidable()
         calendar, city = self._load(CALENDAR_ID, application.city_id)
         self._check_open(calendar, application, act)
@@ -214,7 +257,7 @@ class Registry(Application[UUID]):
     ) -> Admission:
         """Admit within the window and the quota; the ledger is saved with the decision."""
         act = self._act(actor)
-        application = self.application(application_id)
+        application = self._authorised(actor, Action.ADMIT, application_id)
         application.check_decidable()
         quota_id = ledger_id(application.country, application.intake_year)
         calendar, city, ledger = self._load(CALENDAR_ID, application.city_id, quota_id)
@@ -234,7 +277,7 @@ class Registry(Application[UUID]):
     def retract(self, actor: Actor, application_id: UUID, reason: str) -> CityApplication:
         """A corrigendum: undo an admission, free its quota place; refused once a report exists."""
         act = self._act(actor)
-        application = self.application(application_id)
+        application = self._authorised(actor, Action.RETRACT, application_id)
         application.retract(act, reason)
         quota_id = ledger_id(application.country, application.intake_year)
         city, ledger = self._load(application.city_id, quota_id)
@@ -249,8 +292,9 @@ class Registry(Application[UUID]):
 
     @retried_on_conflict
     def submit_report(self, actor: Actor, city_id: UUID, data: Any) -> Report:
-        report = parse(ProgressReport, data)
         city = self.city(city_id)
+        authorise(actor, Action.SUBMIT_REPORT, city.country, city.id)
+        report = parse(ProgressReport, data)
         submitted = city.submit_report(self._act(actor), report.model_dump(mode="json"))
         self.save(city)
         return submitted
@@ -260,9 +304,55 @@ class Registry(Application[UUID]):
         self, actor: Actor, city_id: UUID, reason: str, note: str | None = None
     ) -> Membership:
         city = self.city(city_id)
+        authorise(actor, Action.END_MEMBERSHIP, city.country, city.id)
         membership = city.end_membership(self._act(actor), reason, note)
         self.save(city)
         return membership
+
+    # --- access -------------------------------------------------------------------------------
+
+    @retried_on_conflict
+    def issue_token(
+        self, actor: Actor, name: str, role: Role, country: str | None = None,
+        city: UUID | None = None, scopes: frozenset[str] = frozenset(),
+    ) -> IssuedToken:
+        """A new bearer token (an operator's act on the server, not a role's)."""
+        if self._get_or_none(token_id(name)) is not None:
+            raise InvalidTransition(f"a token named {name!r} already exists", field="name")
+        secret = secrets.token_urlsafe(32)
+        token = AccessToken.issue(
+            self._act(actor), name, role, country, city, scopes, secrets.token_hex(16), secret
+        )
+        self.save(token)
+        return IssuedToken(name, str(role), token_text(token.id, secret))
+
+    @retried_on_conflict
+    def revoke_token(self, actor: Actor, name: str, reason: str) -> None:
+        token = self._get_or_none(token_id(name))
+        if not isinstance(token, AccessToken):
+            raise NotFound(f"no token named {name!r}", field="name")
+        token.revoke(self._act(actor), reason)
+        self.save(token)
+
+    def tokens(self) -> list[AccessToken]:
+        """Every token ever issued, revoked ones included, in order of issue."""
+        topics = [get_topic(AccessToken.Issued)]
+        found: list[AccessToken] = []
+        start = 1
+        while notifications := self.recorder.select_notifications(start, 1000, topics=topics):
+            for notification in notifications:
+                token = self._get_or_none(cast(UUID, notification.originator_id))
+                found.append(cast(AccessToken, token))
+            start = notifications[-1].id + 1
+        return found
+
+    def authenticate(self, bearer: str, source: str = "http") -> Actor:
+        """The actor a bearer token stands for; `NotAuthenticated` if it is not in force."""
+        token_id_, secret = parse_token(bearer)
+        token = self._get_or_none(token_id_)
+        if not isinstance(token, AccessToken):
+            raise NotAuthenticated("the bearer token is unknown or revoked")
+        return token.actor(secret, source)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -271,6 +361,16 @@ class Registry(Application[UUID]):
 
     def city(self, city_id: UUID) -> City:
         return self._get(City, city_id, "city_id")
+
+    def application_for(self, actor: Actor, application_id: UUID) -> CityApplication:
+        """An application, if it is within what the actor may read."""
+        return self._authorised(actor, Action.READ, application_id)
+
+    def city_for(self, actor: Actor, city_id: UUID) -> City:
+        """A city, if it is within what the actor may read."""
+        city = self.city(city_id)
+        authorise(actor, Action.READ, city.country, city.id)
+        return city
 
     def history(self, city_id: UUID) -> list[RecordedEvent]:
         """Every event of the city and of its applications, in log order."""
@@ -312,7 +412,8 @@ class Registry(Application[UUID]):
         self, actor: Actor, application_id: UUID, outcome: str, reason: str
     ) -> CityApplication:
         act = self._act(actor)
-        application = self.application(application_id)
+        action = Action.DECLINE if outcome == "declined" else Action.WITHDRAW
+        application = self._authorised(actor, action, application_id)
         if outcome == "declined":
             application.decline(act, reason)
         else:
@@ -320,6 +421,11 @@ class Registry(Application[UUID]):
         city = self.city(application.city_id)
         city.close_application(act, application.id, outcome)
         self.save(application, city)
+        return application
+
+    def _authorised(self, actor: Actor, action: Action, application_id: UUID) -> CityApplication:
+        application = self.application(application_id)
+        authorise(actor, action, application.country, application.city_id)
         return application
 
     def _get(self, kind: type[A], aggregate_id: UUID, field: str) -> A:

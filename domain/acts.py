@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
@@ -24,11 +25,18 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts, in which role, through which channel (`cli`, `http`, `import`)."""
+    """Who acts, in which role, through which channel (`cli`, `http`, `import`).
+
+    `country` and `city_id` narrow what the actor may touch (a National Commission's country, a
+    city's own id); None means no narrowing, as for an operator on the command line.
+    """
 
     name: str
     role: Role
     source: str = "cli"
+    country: str | None = None
+    city_id: UUID | None = None
+    scopes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

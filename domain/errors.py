@@ -62,3 +62,15 @@ class NotAMember(RuleViolation):
 
 class InvalidTransition(RuleViolation):
     code = "invalid_transition"
+
+
+class NotAuthenticated(GnlcError):
+    """No valid credentials: a missing, malformed, unknown or revoked token."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(GnlcError):
+    """The actor's role or scope does not allow the act; nothing was written."""
+
+    code = "forbidden"

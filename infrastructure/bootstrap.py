@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
 from application.clock import Clock, SystemClock
 from application.registry import Registry
-from infrastructure.projection_runner import ProjectionRunner
+from infrastructure.http.api import Services, create_api
+from infrastructure.http.idempotency import IdempotencyKeys
+from infrastructure.http.limits import BodyLimit, RateLimiter
+from infrastructure.projection_runner import ProjectionFailed, ProjectionRunner
 from infrastructure.read_side import ReadSide
 from infrastructure.readmodels import ReadModelStore, read_model_engine
 from infrastructure.settings import Settings
@@ -86,3 +93,51 @@ def build_read_side(settings: Settings, registry: Registry) -> ReadSide:
     store = build_read_models(settings)
     return ReadSide(registry, store, lambda names: build_runner(settings, registry, store, names),
                     settings.timezone)
+
+
+def build_api(settings: Settings, registry: Registry, clock: Clock | None = None,
+              projections: bool = True) -> BodyLimit:
+    """The HTTP API as an ASGI application; with `projections`, a runner works in-process."""
+    store = build_read_models(settings)
+    keys = IdempotencyKeys(store.engine, store.schema.metadata.schema)
+    with event_store(settings).schema_lock():
+        keys.create()
+    services = Services(
+        registry=registry,
+        read_side=build_read_side(settings, registry),
+        keys=keys,
+        limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+        clock=clock or registry.clock,
+        timezone=settings.timezone,
+        background=(lambda: projection_thread(build_runner(settings, registry, store)))
+        if projections else _nothing,
+    )
+    return BodyLimit(create_api(services))
+
+
+def api_of(app: BodyLimit) -> FastAPI:
+    return app.app  # type: ignore[return-value]
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def projection_thread(runner: ProjectionRunner) -> Iterator[threading.Thread]:
+    """Keep the read models up to date in a thread for as long as the context lasts."""
+    log = logging.getLogger("gnlc.projections")
+    stop = threading.Event()
+
+    def failed(failure: ProjectionFailed) -> None:
+        log.error("%s", failure)
+
+    thread = threading.Thread(target=runner.run, args=(stop, failed), name="projections",
+                              daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(timeout=30)

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from application.clock import Clock, FixedClock, SystemClock
 from application.registry import Registry, parse_id
+from domain.access import AccessToken
 from domain.acts import Actor, Role
 from domain.applications import Status
 from domain.calendar import local_date
@@ -40,6 +41,7 @@ from domain.errors import (
 )
 from domain.forms import CountryCode, parse
 from infrastructure.bootstrap import (
+    build_api,
     build_read_models,
     build_read_side,
     build_registry,
@@ -586,6 +588,91 @@ def projections_rebuild(
         done = [{"projection": n, "position": position, "seconds": seconds} for n in names]
         return done
     _run(ctx, as_json, action)
+
+
+# --- tokens and the server ---------------------------------------------------------------
+
+tokens_app = typer.Typer(help="Bearer tokens of the HTTP API (an operator's task, on the server).")
+app.add_typer(tokens_app, name="tokens")
+FIRST_TOKEN = "first-secretariat"
+
+
+def _token_row(token: AccessToken) -> dict[str, Any]:
+    return {"name": token.name, "role": str(token.role), "country": token.country,
+            "city": token.city_id, "scopes": sorted(token.scopes),
+            "revoked": token.revoked, "issued_at": token.created_on}
+
+
+@tokens_app.command("create")
+def tokens_create(
+    ctx: typer.Context,
+    role: Annotated[str, typer.Option("--role", help=", ".join(Role))],
+    name: Annotated[str, typer.Option("--name", help="Unique; recorded as the actor.")],
+    country: CountryOption = None,
+    city: Annotated[str | None, typer.Option("--city", help="CITY_ID (see `gnlc city-id`).")
+                    ] = None,
+    scope: Annotated[list[str] | None, typer.Option(
+        "--scope", help="Extra scope: personal_data.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a token; its secret is printed once and only a salted hash is stored."""
+    def action(s: Session) -> dict[str, Any]:
+        if role not in {str(r) for r in Role}:
+            raise InvalidInput(f"role must be one of {', '.join(Role)}", field="role")
+        issued = s.registry().issue_token(
+            s.actor(Role.SECRETARIAT), name, Role(role), _country(country),
+            parse_id(city, "city") if city else None, frozenset(scope or ()))
+        if not as_json:
+            err.print("[yellow]The token is shown only now; keep it secret.[/]")
+        return {"name": issued.name, "role": issued.role, "token": issued.token}
+    _run(ctx, as_json, action)
+
+
+@tokens_app.command("list")
+def tokens_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Every token issued (never their secrets)."""
+    _run(ctx, as_json, lambda s: [_token_row(t) for t in s.registry().tokens()])
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(ctx: typer.Context, name: str,
+                  reason: Annotated[str, typer.Option("--reason")] = "revoked",
+                  as_json: JsonFlag = False) -> None:
+    """Revoke a token; it is refused from the next request on."""
+    def action(s: Session) -> dict[str, Any]:
+        s.registry().revoke_token(s.actor(Role.SECRETARIAT), name, reason)
+        return {"name": name, "revoked": True}
+    _run(ctx, as_json, action)
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8000,
+    projections: Annotated[bool, typer.Option(
+        "--projections/--no-projections",
+        help="Run the projection runner in this process (off when runners are separate).")
+    ] = True,
+) -> None:
+    """Serve the HTTP API (docs at /docs); creates a first secretariat token on first start."""
+    import uvicorn
+
+    def action(s: Session) -> None:
+        settings = s.settings()
+        registry = s.registry()
+        app = build_api(settings, registry, s.clock(), projections)
+        if not registry.tokens():
+            issued = registry.issue_token(s.actor(Role.SECRETARIAT), FIRST_TOKEN,
+                                          Role.SECRETARIAT)
+            out.print(f"First start: a secretariat token was created ({FIRST_TOKEN}). "
+                      "It is shown only now:")
+            out.print(issued.token, highlight=False, soft_wrap=True)
+            out.print(f"  export GNLC_TOKEN={issued.token}", highlight=False, soft_wrap=True)
+        out.print(f"gnlc API on http://{host}:{port}  (docs: http://{host}:{port}/docs); "
+                  f"store: {event_store(settings).redacted()}", highlight=False)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    _run(ctx, False, action)
 
 
 @app.command("demo")

@@ -10,12 +10,17 @@ from datetime import date, datetime
 
 from application.registry import Registry
 from domain.calendar import local_date
+from domain.errors import InvalidInput
 from infrastructure.projection_runner import ProjectionRunner
 from infrastructure.readmodels import ReadModelStore
 from projections.base import Row
 from projections.catalogue import PROJECTIONS, fold
 
 WAIT_FOR_RUNNER_SECONDS = 10.0
+
+class Behind(Exception):
+    """The read models did not reach the asked position in time."""
+
 
 TABLE_OWNER = {table: name for name, p in PROJECTIONS.items() for table in p.keys}
 
@@ -33,6 +38,31 @@ class ReadSide:
             self.bring_up_to_date([name])
             return self.store.rows(table)
         return fold(self._events(as_of, known_at), self.timezone, (name,))[name].rows(table)
+
+    def stored_rows(self, table: str) -> list[Row]:
+        """The rows as the projections stored them, without waiting for anything."""
+        return self.store.rows(table)
+
+    def reach(self, position: int, table: str, timeout: float) -> None:
+        """Wait until the table's projection includes `position` (catching up itself when no
+        runner holds it); `Behind` if it does not within `timeout` seconds."""
+        head = self.registry.recorder.max_notification_id() or 0
+        if position > head:
+            raise InvalidInput(f"min_position {position} is beyond the head of the log ({head})",
+                               field="min_position")
+        name = TABLE_OWNER[table]
+        if self.store.positions()[name][0] >= position:
+            return
+        runner = self.runner([name])
+        try:
+            if runner.acquire():
+                runner.catch_up()
+                return
+        finally:
+            runner.release()
+        if not self._wait_until([name], position, timeout):
+            raise Behind(f"the read models have not reached position {position} "
+                         f"within {timeout:g} s")
 
     def _events(self, as_of: date | None, known_at: datetime | None) -> Iterable[object]:
         for recorded in self.registry.read_log():
@@ -52,14 +82,17 @@ class ReadSide:
                 return
         finally:
             runner.release()
-        self._wait_for_runner(names)
-
-    def _wait_for_runner(self, names: list[str]) -> None:
         head = self.registry.recorder.max_notification_id() or 0
-        deadline = time.monotonic() + WAIT_FOR_RUNNER_SECONDS
+        self._wait_until(names, head, WAIT_FOR_RUNNER_SECONDS)
+
+    def _wait_until(self, names: list[str], position: int, timeout: float) -> bool:
+        """Poll the stored positions until every named projection has reached `position`."""
+        deadline = time.monotonic() + timeout
         pause = threading.Event()
-        while time.monotonic() < deadline:
+        while True:
             positions = self.store.positions()
-            if all(positions[n][0] >= head for n in names):
-                return
+            if all(positions[n][0] >= position for n in names):
+                return True
+            if time.monotonic() >= deadline:
+                return False
             pause.wait(0.02)

@@ -19,6 +19,12 @@ class Settings(BaseSettings):
     lock_timeout_seconds: int = Field(
         default=30, ge=1, description="how long a writer waits for the store's write lock"
     )
+    rate_limit: float = Field(
+        default=20.0, ge=0, description="HTTP requests a second per token on average; 0: off"
+    )
+    rate_burst: int = Field(
+        default=200, ge=0, description="HTTP requests a token may send at once; 0: no limit"
+    )
 
     @field_validator("timezone")
     @classmethod

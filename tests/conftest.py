@@ -146,3 +146,12 @@ def admitted_city(registry: Registry, city: str, country: str = "DE") -> Any:
     submission = endorsed_application(registry, city, country)
     registry.admit(SECRETARIAT, submission.application_id)
     return submission
+
+
+@pytest.fixture
+def api(settings: Settings, clock: SettableClock) -> Iterator[Any]:
+    """The HTTP API on a loopback port (SQLite and PostgreSQL), with its projection runner."""
+    from tests.live_server import live_server
+
+    with live_server(settings, clock) as server:
+        yield server

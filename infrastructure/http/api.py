@@ -1,0 +1,351 @@
+"""The HTTP API: the CLI's use cases and queries over JSON, for bearer tokens with roles."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from application.clock import Clock
+from application.registry import Registry
+from domain.access import Action, authorise, in_scope
+from domain.acts import Actor
+from domain.applications import Status
+from domain.calendar import local_date
+from domain.errors import Forbidden, GnlcError, InvalidInput, NotAuthenticated
+from domain.forms import ApplicationForm, CountryCode, ProgressReport
+from infrastructure.http import problems
+from infrastructure.http.idempotency import IdempotencyKeys, Outcome, fingerprint
+from infrastructure.http.limits import RateLimiter
+from infrastructure.http.schemas import (
+    AdmissionRequest,
+    Admitted,
+    ApplicationRow,
+    ApplicationView,
+    CityView,
+    DeadlineRow,
+    Empty,
+    EventView,
+    ExtensionRequest,
+    Health,
+    IntakeRequest,
+    IntakeWritten,
+    MemberRow,
+    MembershipEnded,
+    MembershipEndRequest,
+    QuotaRow,
+    Readiness,
+    ReasonRequest,
+    RejectionRequest,
+    ReportWritten,
+    StatusWritten,
+    Submitted,
+)
+from infrastructure.read_side import ReadSide
+from infrastructure.views import application_view, city_view, event_view, intake_view, plain
+from projections import answers
+from projections.base import Row
+
+MIN_POSITION_WAIT_SECONDS = 5.0
+
+
+@dataclass
+class Services:
+    """What the API works with, built by the composition root."""
+
+    registry: Registry
+    read_side: ReadSide
+    keys: IdempotencyKeys
+    limiter: RateLimiter
+    clock: Clock
+    timezone: str
+    # Runs for the server's lifetime (the in-process projection runner), or does nothing.
+    background: Callable[[], AbstractContextManager[object]] = nullcontext
+
+
+bearer = HTTPBearer(auto_error=False, description="a token from `gnlc tokens create`")
+
+
+def create_api(services: Services) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        with services.background():
+            yield
+
+    api = FastAPI(
+        title="gnlc",
+        summary="The membership registry of the UNESCO Global Network of Learning Cities",
+        version="1",
+        lifespan=lifespan,
+        responses=problems.COMMON,
+    )
+    api.state.services = services
+    problems.install(api)
+    _commands(api, services)
+    _queries(api, services)
+    _probes(api, services)
+    return api
+
+
+# --- authentication --------------------------------------------------------------------------
+
+def authenticated(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Actor:
+    """The token's actor; refused without a valid token, or over its rate."""
+    services: Services = request.app.state.services
+    if credentials is None:
+        raise NotAuthenticated("an Authorization: Bearer token is required")
+    actor = services.registry.authenticate(credentials.credentials)
+    wait = services.limiter.admit(actor.name)
+    if wait:
+        raise problems.TooManyRequests(wait)
+    return actor
+
+
+Caller = Annotated[Actor, Depends(authenticated)]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=255,
+    description="a retry with the same key and body returns the first response")]
+ApplicationId = Annotated[UUID, Path(description="the application's id")]
+CityId = Annotated[UUID, Path(description="the city's id")]
+
+
+def _command(services: Services, request: Request, actor: Actor, key: str | None,
+             body: Any, status: int, action: Callable[[], dict[str, Any]]) -> JSONResponse:
+    """Run a use case once per idempotency key; the response carries the log position."""
+    def execute() -> Outcome:
+        services.registry.forget_last_position()
+        try:
+            result = plain(action())
+        except GnlcError as error:
+            return problems.for_error(error)
+        return status, {**result, "position": services.registry.last_position()}
+
+    if key is None:
+        code, content = execute()
+    else:
+        print_ = fingerprint(request.method, request.url.path, plain(body))
+        code, content = services.keys.once(actor.name, key, print_, execute, problems.keep)
+    media = "application/problem+json" if code >= 400 else "application/json"
+    return JSONResponse(content, status_code=code, media_type=media)
+
+
+def _commands(api: FastAPI, s: Services) -> None:
+    reg = s.registry
+
+    @api.post("/intakes", status_code=201, response_model=IntakeWritten, tags=["intakes"])
+    def open_intake(request: Request, body: IntakeRequest, actor: Caller,
+                    key: IdempotencyKey = None) -> JSONResponse:
+        return _command(s, request, actor, key, body, 201, lambda: intake_view(
+            reg.open_intake(actor, body.year, body.opens, body.closes)))
+
+    @api.post("/intakes/{year}/extensions", response_model=IntakeWritten, tags=["intakes"])
+    def extend_intake(request: Request, year: Annotated[int, Path(ge=1900, le=9998)],
+                      body: ExtensionRequest, actor: Caller,
+                      key: IdempotencyKey = None) -> JSONResponse:
+        return _command(s, request, actor, key, body, 200, lambda: intake_view(
+            reg.extend_intake(actor, year, body.closes, body.reason)))
+
+    @api.post("/applications", status_code=201, response_model=Submitted,
+              tags=["applications"])
+    def submit(request: Request, body: ApplicationForm, actor: Caller,
+               key: IdempotencyKey = None) -> JSONResponse:
+        def action() -> dict[str, Any]:
+            done = reg.submit_application(actor, body.model_dump(mode="json"))
+            return {"application_id": done.application_id, "city_id": done.city_id}
+        return _command(s, request, actor, key, body, 201, action)
+
+    def status_of(verb: Callable[[], Any], status: str) -> Callable[[], dict[str, Any]]:
+        return lambda: {"application_id": verb().id, "status": status}
+
+    @api.post("/applications/{application_id}/endorsement", response_model=StatusWritten,
+              tags=["applications"])
+    def endorse(request: Request, application_id: ApplicationId, body: Empty, actor: Caller,
+                key: IdempotencyKey = None) -> JSONResponse:
+        return _command(s, request, actor, key, body, 200, status_of(
+            lambda: reg.endorse(actor, application_id), "endorsed"))
+
+    @api.post("/applications/{application_id}/declination", response_model=StatusWritten,
+              tags=["applications"])
+    def decline(request: Request, application_id: ApplicationId, body: ReasonRequest,
+                actor: Caller, key: IdempotencyKey = None) -> JSONResponse:
+        return _command(s, request, actor, key, body, 200, status_of(
+            lambda: reg.decline(actor, application_id, body.reason), "declined"))
+
+    @api.post("/applications/{application_id}/withdrawal", response_model=StatusWritten,
+              tags=["applications"])
+    def withdraw(request: Request, application_id: ApplicationId, body: ReasonRequest,
+                 actor: Caller, key: IdempotencyKey = None) -> JSONResponse:
+        return _command(s, request, actor, key, body, 200, status_of(
+            lambda: reg.withdraw(actor, application_id, body.reason), "withdrawn"))
+
+    @api.post("/applications/{application_id}/admission", response_model=Admitted,
+              tags=["applications"])
+    def admit(request: Request, application_id: ApplicationId, body: AdmissionRequest,
+              actor: Caller, key: IdempotencyKey = None) -> JSONResponse:
+        def action() -> dict[str, Any]:
+            a = reg.admit(actor, application_id, body.reason, body.jury)
+            return {"application_id": a.application_id, "city_id": a.city_id,
+                    "status": "admitted", "quota": {"country": a.country, "year": a.quota_year,
+                                                    "used": a.used, "limit": a.limit}}
+        return _command(s, request, actor, key, body, 200, action)
+
+    @api.post("/applications/{application_id}/rejection", response_model=StatusWritten,
+              tags=["applications"])
+    def reject(request: Request, application_id: ApplicationId, body: RejectionRequest,
+               actor: Caller, key: IdempotencyKey = None) -> JSONResponse:
+        return _command(s, request, actor, key, body, 200, status_of(
+            lambda: reg.reject(actor, application_id, body.reason, body.jury), "rejected"))
+
+    @api.post("/applications/{application_id}/retraction", response_model=StatusWritten,
+              tags=["applications"])
+    def retract(request: Request, application_id: ApplicationId, body: ReasonRequest,
+                actor: Caller, key: IdempotencyKey = None) -> JSONResponse:
+        return _command(s, request, actor, key, body, 200, status_of(
+            lambda: reg.retract(actor, application_id, body.reason), "retracted"))
+
+    @api.post("/cities/{city_id}/reports", status_code=201, response_model=ReportWritten,
+              tags=["cities"])
+    def report(request: Request, city_id: CityId, body: ProgressReport, actor: Caller,
+               key: IdempotencyKey = None) -> JSONResponse:
+        def action() -> dict[str, Any]:
+            r = reg.submit_report(actor, city_id, body.model_dump(mode="json"))
+            return {"city_id": city_id, "cycle": r.cycle, "due": r.due, "late": r.late}
+        return _command(s, request, actor, key, body, 201, action)
+
+    @api.post("/cities/{city_id}/membership-end", response_model=MembershipEnded,
+              tags=["cities"])
+    def end_membership(request: Request, city_id: CityId, body: MembershipEndRequest,
+                       actor: Caller, key: IdempotencyKey = None) -> JSONResponse:
+        def action() -> dict[str, Any]:
+            reg.end_membership(actor, city_id, body.reason, body.note)
+            return {"city_id": city_id, "status": "ended"}
+        return _command(s, request, actor, key, body, 200, action)
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+Country = Annotated[CountryCode | None, Query(description="ISO 3166-1 alpha-2")]
+AsOf = Annotated[date | None, Query(
+    description="the network as it stood at the end of this day (business time)")]
+KnownAt = Annotated[datetime | None, Query(
+    description="what the registry had recorded by this moment (ISO 8601 with offset)")]
+Today = Annotated[date | None, Query(description="the day deadlines are measured against")]
+MinPosition = Annotated[int | None, Query(
+    ge=0, description="wait (at most 5 s) until the read models include this log position")]
+Year = Annotated[int | None, Query(ge=1900, le=9998)]
+
+
+def _visible(actor: Actor, rows: list[Row]) -> list[Row]:
+    """Only the rows within the actor's country or city."""
+    if actor.country is None and actor.city_id is None:
+        return rows
+    return [r for r in rows if in_scope(
+        actor, r["country"], UUID(str(r["city_id"])) if "city_id" in r else None)]
+
+
+def _country(actor: Actor, asked: str | None) -> str | None:
+    """A Commission reads its own country; asking for another one is forbidden."""
+    if actor.country is not None and asked not in (None, actor.country):
+        raise Forbidden(f"{actor.name} acts for the country {actor.country} only",
+                        field="country")
+    return actor.country or asked
+
+
+def _rows(s: Services, actor: Actor, table: str, as_of: date | None, known_at: datetime | None,
+          min_position: int | None) -> list[Row]:
+    authorise(actor, Action.READ)
+    if as_of is not None or known_at is not None:
+        authorise(actor, Action.READ_PAST)
+        if known_at is not None and known_at.tzinfo is None:
+            raise InvalidInput("known_at must carry a UTC offset (e.g. +01:00)", field="known_at")
+        return s.read_side.rows(table, as_of, known_at)
+    if min_position is not None:
+        s.read_side.reach(min_position, table, MIN_POSITION_WAIT_SECONDS)
+    return s.read_side.stored_rows(table)
+
+
+def _today(s: Services, asked: date | None) -> date:
+    return asked or local_date(s.clock.now(), s.timezone)
+
+
+def _queries(api: FastAPI, s: Services) -> None:
+    reg = s.registry
+
+    @api.get("/members", response_model=list[MemberRow], tags=["queries"])
+    def members(actor: Caller, country: Country = None,
+                status: Annotated[str, Query(pattern="^(active|ended|all)$")] = "active",
+                as_of: AsOf = None, known_at: KnownAt = None, today: Today = None,
+                min_position: MinPosition = None) -> list[Row]:
+        code = _country(actor, country)
+        rows = _rows(s, actor, "members", as_of, known_at, min_position)
+        on = today or as_of or _today(s, None)
+        return _visible(actor, answers.members(rows, on, code, status))
+
+    @api.get("/quotas", response_model=list[QuotaRow], tags=["queries"])
+    def quotas(actor: Caller, year: Year = None, country: Country = None, as_of: AsOf = None,
+               known_at: KnownAt = None, min_position: MinPosition = None) -> list[Row]:
+        code = _country(actor, country)
+        rows = _rows(s, actor, "quotas", as_of, known_at, min_position)
+        return _visible(actor, answers.quotas(rows, year, code))
+
+    @api.get("/deadlines", response_model=list[DeadlineRow], tags=["queries"])
+    def deadlines(actor: Caller, today: Today = None, overdue: bool = False,
+                  due_before: date | None = None, country: Country = None,
+                  min_position: MinPosition = None) -> list[Row]:
+        code = _country(actor, country)
+        rows = _rows(s, actor, "deadlines", None, None, min_position)
+        return _visible(actor, answers.deadline_list(
+            rows, _today(s, today), overdue, due_before, code))
+
+    @api.get("/applications", response_model=list[ApplicationRow], tags=["queries"])
+    def applications(actor: Caller, year: Year = None,
+                     status: Annotated[str | None, Query(
+                         pattern="^(" + "|".join(Status) + ")$")] = None,
+                     country: Country = None, min_position: MinPosition = None) -> list[Row]:
+        code = _country(actor, country)
+        rows = _rows(s, actor, "applications", None, None, min_position)
+        return _visible(actor, answers.applications(rows, year, status, code))
+
+    @api.get("/applications/{application_id}", response_model=ApplicationView,
+             tags=["applications"])
+    def application(application_id: ApplicationId, actor: Caller) -> dict[str, Any]:
+        return application_view(reg.application_for(actor, application_id))
+
+    @api.get("/cities/{city_id}", response_model=CityView, tags=["cities"])
+    def city(city_id: CityId, actor: Caller) -> dict[str, Any]:
+        return city_view(reg.city_for(actor, city_id))
+
+    @api.get("/cities/{city_id}/history", response_model=list[EventView], tags=["cities"])
+    def history(city_id: CityId, actor: Caller) -> list[dict[str, Any]]:
+        reg.city_for(actor, city_id)
+        return [event_view(r) for r in reg.history(city_id)]
+
+
+# --- probes ----------------------------------------------------------------------------------
+
+def _probes(api: FastAPI, s: Services) -> None:
+    @api.get("/health", response_model=Health, tags=["probes"])
+    def health() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @api.get("/ready", response_model=Readiness, tags=["probes"],
+             responses={503: problems.RESPONSE})
+    def ready() -> dict[str, Any]:
+        """The database answers; the body shows how far each projection lags behind the log."""
+        head = s.registry.recorder.max_notification_id() or 0
+        positions = s.read_side.store.positions()
+        return {"ready": True, "head": head, "projections": {
+            name: {"position": position, "lag_events": head - position}
+            for name, (position, _) in sorted(positions.items())}}
+
