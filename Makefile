@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean
+.PHONY: run demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The narrated demo of one intake year, on a fresh embedded SQLite store (./var/demo.sqlite).
+# The HTTP API on the embedded SQLite store (./var/gnlc.sqlite, or GNLC_DATABASE_URL), with its
+# projection runner; the first start creates a secretariat token and prints it once.
 run: $(STAMP)
+	$(BIN)/gnlc serve
+
+# The narrated demo of one intake year, on a fresh embedded SQLite store (./var/demo.sqlite).
+demo: $(STAMP)
 	rm -f var/demo.sqlite var/demo.sqlite-wal var/demo.sqlite-shm
 	$(BIN)/gnlc --database-url sqlite:///./var/demo.sqlite --actor demo demo
 

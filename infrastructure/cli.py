@@ -665,12 +665,13 @@ def serve(
         if not registry.tokens():
             issued = registry.issue_token(s.actor(Role.SECRETARIAT), FIRST_TOKEN,
                                           Role.SECRETARIAT)
-            out.print(f"First start: a secretariat token was created ({FIRST_TOKEN}). "
-                      "It is shown only now:")
-            out.print(issued.token, highlight=False, soft_wrap=True)
-            out.print(f"  export GNLC_TOKEN={issued.token}", highlight=False, soft_wrap=True)
-        out.print(f"gnlc API on http://{host}:{port}  (docs: http://{host}:{port}/docs); "
-                  f"store: {event_store(settings).redacted()}", highlight=False)
+            print(f"First start: created the secretariat token {FIRST_TOKEN!r}; "
+                  "it is shown only now, keep it secret:")
+            print(f"export GNLC_TOKEN={issued.token}")
+        else:
+            print("Tokens exist already; create more with `gnlc tokens create`.")
+        print(f"gnlc API on http://{host}:{port} (docs: http://{host}:{port}/docs), "
+              f"store {event_store(settings).redacted()}", flush=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")
     _run(ctx, False, action)
 
