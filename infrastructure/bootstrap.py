@@ -13,7 +13,10 @@ from sqlalchemy.engine import URL
 
 from application.clock import Clock, SystemClock
 from application.registry import Registry
+from infrastructure.feed import Feed
+from infrastructure.head_watch import HeadWatcher
 from infrastructure.http.api import Services, create_api
+from infrastructure.http.events import EventServices, add_event_routes
 from infrastructure.http.idempotency import IdempotencyKeys
 from infrastructure.http.limits import BodyLimit, RateLimiter
 from infrastructure.projection_runner import ProjectionFailed, ProjectionRunner
@@ -102,6 +105,18 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
     keys = IdempotencyKeys(store.engine, store.schema.metadata.schema)
     with event_store(settings).schema_lock():
         keys.create()
+    watcher = HeadWatcher(registry, event_store(settings))
+    runner = build_runner(settings, registry, store) if projections else None
+
+    @contextmanager
+    def background() -> Iterator[None]:
+        watcher.start()
+        try:
+            with projection_thread(runner) if runner else _nothing():
+                yield
+        finally:
+            watcher.stop()
+
     services = Services(
         registry=registry,
         read_side=build_read_side(settings, registry),
@@ -109,10 +124,11 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
         limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         clock=clock or registry.clock,
         timezone=settings.timezone,
-        background=(lambda: projection_thread(build_runner(settings, registry, store)))
-        if projections else _nothing,
+        background=background,
     )
-    return BodyLimit(create_api(services))
+    api = create_api(services)
+    add_event_routes(api, EventServices(Feed(registry), watcher))
+    return BodyLimit(api)
 
 
 def api_of(app: BodyLimit) -> FastAPI:

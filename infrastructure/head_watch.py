@@ -1,0 +1,106 @@
+"""Wakes live-stream clients when the log grows: one watcher per server process, not per client.
+
+PostgreSQL: LISTEN on the library's NOTIFY channel (sent by every insert); SQLite: a short poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from application.registry import Registry
+from infrastructure.store import EventStoreLocation
+
+POLL_SECONDS = 0.05
+log = logging.getLogger("gnlc.stream")
+
+
+class HeadWatcher:
+    """Tracks the head of the log in a thread and wakes every registered asyncio waiter."""
+
+    def __init__(self, registry: Registry, location: EventStoreLocation) -> None:
+        self.registry, self.location = registry, location
+        self.head = 0
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.head = self.registry.recorder.max_notification_id() or 0
+        self._thread = threading.Thread(target=self._watch, name="head-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    async def wait_beyond(self, position: int, timeout: float) -> bool:
+        """Wait until the head is beyond `position`; False on timeout."""
+        if self.head > position:
+            return True
+        woken = asyncio.Event()
+        entry = (asyncio.get_running_loop(), woken)
+        with self._lock:
+            self._waiters.add(entry)
+        try:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while self.head <= position:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), left)
+                woken.clear()
+            return True
+        finally:
+            with self._lock:
+                self._waiters.discard(entry)
+
+    def _watch(self) -> None:
+        connection = self._listen()
+        try:
+            while not self._stop.is_set():
+                self._wait(connection)
+                try:
+                    head = self.registry.recorder.max_notification_id() or 0
+                except Exception as error:  # the database may be away for a moment: keep going
+                    log.warning("could not read the head of the log: %s", error)
+                    self._stop.wait(1.0)
+                    continue
+                if head != self.head:
+                    self.head = head
+                    self._wake()
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        channel = getattr(self.registry.recorder, "channel_name", None)
+        if not (self.location.is_postgres and channel):
+            return None
+        connection = psycopg.connect(self.location.psycopg_conninfo(), autocommit=True)
+        connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        return connection
+
+    def _wait(self, connection: psycopg.Connection[Any] | None) -> None:
+        if connection is None:
+            self._stop.wait(POLL_SECONDS)
+            return
+        # A second at most, so that a stop request is noticed.
+        for _ in connection.notifies(timeout=1.0, stop_after=1):
+            break
+
+    def _wake(self) -> None:
+        with self._lock:
+            waiters = list(self._waiters)
+        for loop, woken in waiters:
+            with contextlib.suppress(RuntimeError):  # the client's loop has closed
+                loop.call_soon_threadsafe(woken.set)

@@ -1,0 +1,211 @@
+"""The public event contract: stable type names and versions, and a pydantic model per type.
+
+Downstream services (website, newsletters, statistics) see these, never the Python classes: a
+class may be renamed or moved (with a topic alias) without changing what they receive. A change to
+what an event carries is a new version of its public type, with an upcaster for stored events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Literal
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.applications import CityApplication
+from domain.cities import City
+from domain.intakes import IntakeCalendar
+from domain.quotas import QuotaLedger
+
+Jury = Literal["recommended", "not_recommended"]
+
+
+class Data(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoData(Data):
+    pass
+
+
+class IntakeOpened(Data):
+    year: int
+    opens: date
+    closes: date
+    timezone: str
+    regulation_version: str
+
+
+class IntakeExtended(Data):
+    year: int
+    previous_closes: date
+    closes: date
+    reason: str
+
+
+class ApplicationSubmitted(Data):
+    city_id: UUID
+    city: str
+    country: str
+    intake_year: int
+    form: dict[str, Any] = Field(description=(
+        "Part 1 of the form; the mayor's and contact person's names, e-mail and phone are null "
+        "unless the reader holds the personal_data scope"))
+    regulation_version: str
+
+
+class StatusChanged(Data):
+    regulation_version: str
+
+
+class WithReason(StatusChanged):
+    reason: str
+
+
+class ApplicationAdmitted(StatusChanged):
+    reason: str | None
+    jury: Jury | None
+    admitted_on: date
+    quota_year: int
+    used_before: int
+    limit: int | None
+
+
+class ApplicationRejected(WithReason):
+    jury: Jury | None
+
+
+class CityRegistered(Data):
+    country: str
+    name: str
+
+
+class ApplicationLodged(Data):
+    application_id: UUID
+
+
+class ApplicationClosed(Data):
+    application_id: UUID
+    outcome: str
+
+
+class MembershipStarted(Data):
+    regulation_version: str
+    application_id: UUID
+    period: int
+    intake_year: int
+    admitted_on: date
+
+
+class MembershipRetracted(Data):
+    regulation_version: str
+    application_id: UUID
+    period: int
+    reason: str
+
+
+class ReportSubmitted(Data):
+    regulation_version: str
+    period: int
+    cycle: int
+    due: date
+    submitted_on: date
+    late: bool
+    report: dict[str, Any]
+
+
+class MembershipEnded(Data):
+    regulation_version: str
+    period: int
+    reason: Literal["not_reporting", "withdrawn_by_city", "other"]
+    note: str | None
+    ended_on: date
+
+
+class QuotaOpened(Data):
+    country: str
+    year: int
+
+
+class PlaceTaken(Data):
+    application_id: UUID
+    city_id: UUID
+    used_before: int
+    limit: int | None
+    regulation_version: str
+
+
+class PlaceFreed(Data):
+    application_id: UUID
+    reason: str
+
+
+@dataclass(frozen=True)
+class PublicType:
+    name: str
+    version: int
+    model: type[Data]
+
+
+CONTRACT: dict[type, PublicType] = {
+    IntakeCalendar.Created: PublicType("intake_calendar.created", 1, NoData),
+    IntakeCalendar.IntakeOpened: PublicType("intake.opened", 1, IntakeOpened),
+    IntakeCalendar.IntakeExtended: PublicType("intake.extended", 1, IntakeExtended),
+    CityApplication.Submitted: PublicType("application.submitted", 1, ApplicationSubmitted),
+    CityApplication.Endorsed: PublicType("application.endorsed", 1, StatusChanged),
+    CityApplication.Declined: PublicType("application.declined", 1, WithReason),
+    CityApplication.Withdrawn: PublicType("application.withdrawn", 1, WithReason),
+    CityApplication.Admitted: PublicType("application.admitted", 1, ApplicationAdmitted),
+    CityApplication.Rejected: PublicType("application.rejected", 1, ApplicationRejected),
+    CityApplication.AdmissionRetracted: PublicType(
+        "application.admission_retracted", 1, WithReason),
+    City.Registered: PublicType("city.registered", 1, CityRegistered),
+    City.ApplicationLodged: PublicType("city.application_lodged", 1, ApplicationLodged),
+    City.ApplicationClosed: PublicType("city.application_closed", 1, ApplicationClosed),
+    City.MembershipStarted: PublicType("membership.started", 1, MembershipStarted),
+    City.MembershipRetracted: PublicType("membership.retracted", 1, MembershipRetracted),
+    City.ReportSubmitted: PublicType("report.submitted", 1, ReportSubmitted),
+    City.MembershipEnded: PublicType("membership.ended", 1, MembershipEnded),
+    QuotaLedger.Opened: PublicType("quota.opened", 1, QuotaOpened),
+    QuotaLedger.PlaceTaken: PublicType("quota.place_taken", 1, PlaceTaken),
+    QuotaLedger.PlaceFreed: PublicType("quota.place_freed", 1, PlaceFreed),
+}
+BY_NAME = {t.name: t for t in CONTRACT.values()}
+
+# Fields every stored event has; the rest is the event's public data.
+ENVELOPE = frozenset({
+    "originator_id", "originator_version", "originator_topic", "timestamp",
+    "actor", "effective_at", "clock_overridden", "source",
+})
+# Personal data in Part 1 of the form (see domain.md): masked without the personal_data scope.
+PERSONAL = {"mayor": ("full_name",), "contact": ("full_name", "email", "phone")}
+
+
+def event_id(originator_id: UUID, originator_version: int) -> UUID:
+    """An event's public id: the same for the same stored event, forever."""
+    return uuid5(NAMESPACE_URL, f"gnlc:event:{originator_id}:{originator_version}")
+
+
+def data_of(event: Any) -> dict[str, Any]:
+    """The event's own fields, without the envelope every event has."""
+    return {k: v for k, v in vars(event).items() if k not in ENVELOPE}
+
+
+def masked(type_name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The data with personal fields set to null (a copy; the input is not changed)."""
+    if type_name != "application.submitted":
+        return data
+    form = dict(data["form"])
+    for part, fields in PERSONAL.items():
+        if isinstance(form.get(part), dict):
+            form[part] = {k: (None if k in fields else v) for k, v in form[part].items()}
+    return {**data, "form": form}
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of every public type's data, keyed `<type>.v<version>`."""
+    return {f"{t.name}.v{t.version}": {
+        "title": t.name, "version": t.version, **t.model.model_json_schema()}
+        for t in CONTRACT.values()}
