@@ -19,9 +19,10 @@ from infrastructure.http.api import Services, create_api
 from infrastructure.http.events import EventServices, add_event_routes
 from infrastructure.http.idempotency import IdempotencyKeys
 from infrastructure.http.limits import BodyLimit, RateLimiter
-from infrastructure.projection_runner import ProjectionFailed, ProjectionRunner
+from infrastructure.projection_runner import ProjectionFailed, ProjectionLock, ProjectionRunner
 from infrastructure.read_side import ReadSide
 from infrastructure.readmodels import ReadModelStore, read_model_engine
+from infrastructure.relay import NatsRelay, NatsTarget, RelayPositions
 from infrastructure.settings import Settings
 from infrastructure.store import EventStoreLocation
 from projections.catalogue import PROJECTIONS
@@ -157,3 +158,14 @@ def projection_thread(runner: ProjectionRunner) -> Iterator[threading.Thread]:
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+def build_relay(settings: Settings, registry: Registry, target: NatsTarget) -> NatsRelay:
+    """The NATS JetStream relay; its position lives beside the read models."""
+    store = build_read_models(settings)
+    positions = RelayPositions(store.engine, store.schema.metadata.schema)
+    location = event_store(settings)
+    with location.schema_lock():
+        positions.create()
+    lock = ProjectionLock(location, lock_dir(location), f"relay-{target.name}")
+    return NatsRelay(Feed(registry), positions, lock, HeadWatcher(registry, location), target)

@@ -45,11 +45,13 @@ from infrastructure.bootstrap import (
     build_read_models,
     build_read_side,
     build_registry,
+    build_relay,
     build_runner,
     event_store,
     initialise,
 )
 from infrastructure.read_side import ReadSide
+from infrastructure.relay import NatsTarget
 from infrastructure.settings import Settings
 from infrastructure.views import application_view, city_view, event_view, intake_view, plain
 from projections import answers
@@ -673,6 +675,37 @@ def serve(
         print(f"gnlc API on http://{host}:{port} (docs: http://{host}:{port}/docs), "
               f"store {event_store(settings).redacted()}", flush=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")
+    _run(ctx, False, action)
+
+
+relay_app = typer.Typer(help="Relays of the event feed to streaming engines.")
+app.add_typer(relay_app, name="relay")
+
+
+@relay_app.command("nats")
+def relay_nats(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url")] = "nats://127.0.0.1:4222",
+    stream: Annotated[str, typer.Option("--stream")] = "GNLC",
+    subjects: Annotated[str, typer.Option(
+        "--subjects", help="Subject prefix: events go to PREFIX.<type>.")] = "gnlc.events",
+) -> None:
+    """Publish every event to NATS JetStream, exactly once, in order (until interrupted)."""
+    import asyncio
+
+    def action(s: Session) -> None:
+        relay = build_relay(s.settings(), s.registry(), NatsTarget(url, stream, subjects))
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            err.print(f"relaying to {url} stream {stream} subjects {subjects}.>; "
+                      "publishing while no other relay does")
+            await relay.run(stop)
+
+        asyncio.run(main())
     _run(ctx, False, action)
 
 
