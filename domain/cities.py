@@ -35,6 +35,13 @@ def city_id(country: str, name: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"gnlc:city:{country.upper()}:{normalise_name(name)}")
 
 
+def days_late(due: date | str, submitted_on: date | str) -> int:
+    """Whole days a report came after its due date (0 if on time)."""
+    due_day, submitted = (d if isinstance(d, date) else date.fromisoformat(d)
+                          for d in (due, submitted_on))
+    return max(0, (submitted - due_day).days)
+
+
 @dataclass
 class Report:
     cycle: int
@@ -145,13 +152,21 @@ class City(AuditedAggregate):
             city.memberships[self.period - 1].retracted = True
 
     class ReportSubmitted(AuditedAggregate.Event):
+        # v2 added `days_late` (for the network's statistics); v1 events are upcast on reading.
+        class_version = 2
+
         regulation_version: str
         period: int
         cycle: int
         due: date
         submitted_on: date
         late: bool
+        days_late: int
         report: dict[str, Any]
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["days_late"] = days_late(state["due"], state["submitted_on"])
 
         def apply(self, city: City) -> None:
             city.memberships[self.period - 1].reports.append(
@@ -246,6 +261,7 @@ class City(AuditedAggregate):
             due=due,
             submitted_on=act.day,
             late=act.day > due,
+            days_late=days_late(due, act.day),
             report=report,
             **act.decision_fields(),
         )

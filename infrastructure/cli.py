@@ -678,6 +678,26 @@ def serve(
     _run(ctx, False, action)
 
 
+events_app = typer.Typer(help="The public event contract.")
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("schemas")
+def events_schemas(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write one file per type.")
+                       ] = Path("docs/events"),
+) -> None:
+    """Write the JSON Schema of every public event type and version (docs/events/)."""
+    from projections.public import schemas
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for key, schema in schemas().items():
+        (out_dir / f"{key}.json").write_text(
+            json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+            encoding="utf-8")
+    out.print(f"wrote {len(schemas())} schemas to {out_dir}")
+
+
 relay_app = typer.Typer(help="Relays of the event feed to streaming engines.")
 app.add_typer(relay_app, name="relay")
 

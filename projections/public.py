@@ -106,7 +106,7 @@ class MembershipRetracted(Data):
     reason: str
 
 
-class ReportSubmitted(Data):
+class ReportSubmittedV1(Data):
     regulation_version: str
     period: int
     cycle: int
@@ -114,6 +114,12 @@ class ReportSubmitted(Data):
     submitted_on: date
     late: bool
     report: dict[str, Any]
+
+
+class ReportSubmitted(ReportSubmittedV1):
+    """v2: `days_late`, whole days after the due date (0 if on time)."""
+
+    days_late: int
 
 
 class MembershipEnded(Data):
@@ -166,13 +172,15 @@ CONTRACT: dict[type, PublicType] = {
     City.ApplicationClosed: PublicType("city.application_closed", 1, ApplicationClosed),
     City.MembershipStarted: PublicType("membership.started", 1, MembershipStarted),
     City.MembershipRetracted: PublicType("membership.retracted", 1, MembershipRetracted),
-    City.ReportSubmitted: PublicType("report.submitted", 1, ReportSubmitted),
+    City.ReportSubmitted: PublicType("report.submitted", 2, ReportSubmitted),
     City.MembershipEnded: PublicType("membership.ended", 1, MembershipEnded),
     QuotaLedger.Opened: PublicType("quota.opened", 1, QuotaOpened),
     QuotaLedger.PlaceTaken: PublicType("quota.place_taken", 1, PlaceTaken),
     QuotaLedger.PlaceFreed: PublicType("quota.place_freed", 1, PlaceFreed),
 }
 BY_NAME = {t.name: t for t in CONTRACT.values()}
+# Versions no longer emitted (stored events are upcast), kept so their schemas stay published.
+SUPERSEDED = (PublicType("report.submitted", 1, ReportSubmittedV1),)
 
 # Fields every stored event has; the rest is the event's public data.
 ENVELOPE = frozenset({
@@ -207,5 +215,5 @@ def masked(type_name: str, data: dict[str, Any]) -> dict[str, Any]:
 def schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of every public type's data, keyed `<type>.v<version>`."""
     return {f"{t.name}.v{t.version}": {
-        "title": t.name, "version": t.version, **t.model.model_json_schema()}
-        for t in CONTRACT.values()}
+        **t.model.model_json_schema(), "title": t.name, "version": t.version}
+        for t in (*SUPERSEDED, *CONTRACT.values())}
