@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL
 
 from application.clock import Clock, SystemClock
 from application.registry import Registry
+from infrastructure.audit import StoredLog
 from infrastructure.feed import Feed
 from infrastructure.head_watch import HeadWatcher
 from infrastructure.http.api import Services, create_api
@@ -33,19 +34,22 @@ def event_store(settings: Settings) -> EventStoreLocation:
 
 
 def initialise(settings: Settings) -> bool:
-    """Create the event store's schema once; return whether it had to be created.
-
-    Creation runs under a lock, so processes starting together on an empty database never race.
+    """Create the event store's schema and the audit chain once; return whether the store had to
+    be created. Creation runs under a lock, so processes starting together never race; a store
+    made before the chain existed gets its chain (over the events it holds) on first use.
     """
     location = event_store(settings)
-    if location.has_schema():
+    log = StoredLog(location)
+    if location.has_schema() and log.has_chain():
         return False
     with location.schema_lock():
-        if location.has_schema():
-            return False
-        location.prepare()
-        Registry(env=location.library_env(create_table=True)).close()
-        return True
+        created = not location.has_schema()
+        if created:
+            location.prepare()
+            Registry(env=location.library_env(create_table=True)).close()
+        if not log.has_chain():
+            log.create_chain()
+        return created
 
 
 def build_registry(settings: Settings, clock: Clock | None = None) -> Registry:
@@ -93,8 +97,9 @@ def build_runner(settings: Settings, registry: Registry, store: ReadModelStore,
                             names, batch_size)
 
 
-def build_read_side(settings: Settings, registry: Registry) -> ReadSide:
-    store = build_read_models(settings)
+def build_read_side(settings: Settings, registry: Registry,
+                    store: ReadModelStore | None = None) -> ReadSide:
+    store = store or build_read_models(settings)
     return ReadSide(registry, store, lambda names: build_runner(settings, registry, store, names),
                     settings.timezone)
 
@@ -117,10 +122,11 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
                 yield
         finally:
             watcher.stop()
+            store.engine.dispose()  # the server's own pool; the registry is its owner's to close
 
     services = Services(
         registry=registry,
-        read_side=build_read_side(settings, registry),
+        read_side=build_read_side(settings, registry, store),
         keys=keys,
         limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         clock=clock or registry.clock,
@@ -128,7 +134,8 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
         background=background,
     )
     api = create_api(services)
-    add_event_routes(api, EventServices(Feed(registry), watcher))
+    add_event_routes(api, EventServices(Feed(registry), watcher,
+                                         settings.stream_heartbeat_seconds))
     return BodyLimit(api)
 
 

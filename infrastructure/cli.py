@@ -40,6 +40,7 @@ from domain.errors import (
     RuleViolation,
 )
 from domain.forms import CountryCode, parse
+from infrastructure.audit import Head, StoredLog, Verdict, export, verify, verify_export
 from infrastructure.bootstrap import (
     build_api,
     build_read_models,
@@ -64,6 +65,7 @@ EXIT_CODES: dict[type[GnlcError], int] = {
     Conflict: 5,
 }
 EXIT_UNAVAILABLE = 6
+EXIT_INTERNAL = 70  # EX_SOFTWARE
 
 app = typer.Typer(
     name="gnlc",
@@ -83,7 +85,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Write JSON for programs.
 Reason = Annotated[str, typer.Option("--reason", help="Why; recorded with the event.")]
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class UnavailableError(Exception):
@@ -159,9 +161,17 @@ def _run(ctx: typer.Context, as_json: bool, action: Callable[[Session], Any]) ->
         else:
             err.print(f"[bold red]unavailable[/]: {message}", highlight=False)
         raise typer.Exit(EXIT_UNAVAILABLE) from None
+    except Exception as error:  # a bug: one line for the user, never a stack trace
+        message = f"internal error: {type(error).__name__}: {error}"
+        if as_json:
+            print(json.dumps({"error": {"code": "internal_error", "message": message,
+                                        "field": None}}), file=sys.stderr)
+        else:
+            err.print(f"[bold red]internal_error[/]: {escape(message)}", highlight=False)
+        raise typer.Exit(EXIT_INTERNAL) from None
     finally:
         session.close()
-    if as_json:
+    if as_json and result is not None:
         print(json.dumps(result, ensure_ascii=False))
     else:
         _render(result)
@@ -676,6 +686,80 @@ def serve(
               f"store {event_store(settings).redacted()}", flush=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")
     _run(ctx, False, action)
+
+
+audit_app = typer.Typer(help="The tamper-evident log: verify, publish the head, export.")
+app.add_typer(audit_app, name="audit")
+ExpectOption = Annotated[str | None, typer.Option(
+    "--expect", help="A head published earlier, HASH@POSITION, that the log must contain.")]
+
+
+def _stored_log(s: Session) -> StoredLog:
+    initialise(s.settings())
+    return StoredLog(event_store(s.settings()))
+
+
+def _verdict(verdict: Verdict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(verdict.json()))
+    elif verdict.ok:
+        print(f"ok: {verdict.checked} events verified; head {verdict.head}")
+    else:
+        err.print(f"[bold red]tampered[/]: the log differs at position "
+                  f"{verdict.first_bad_position} ({verdict.reason}); {verdict.checked} events "
+                  f"verified before it; last good head {verdict.head}", highlight=False)
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context, expect: ExpectOption = None,
+                 as_json: JsonFlag = False) -> None:
+    """Recompute the hash chain; exit 1 at the first position where the stored log differs."""
+    verdicts: list[Verdict] = []
+
+    def action(s: Session) -> None:
+        verdicts.append(verify(_stored_log(s), Head.parse(expect) if expect else None))
+    _run(ctx, as_json, action)
+    _verdict(verdicts[0], as_json)
+
+
+@audit_app.command("head")
+def audit_head(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """The position and hash of the head of the log, for publishing outside the system."""
+    def action(s: Session) -> dict[str, Any] | None:
+        head = _stored_log(s).head()
+        if not as_json:
+            print(head)
+            return None
+        return {"position": head.position, "hash": head.hash}
+    _run(ctx, as_json, action)
+
+
+@audit_app.command("export")
+def audit_export(
+    ctx: typer.Context,
+    after: Annotated[int, typer.Option("--after", min=0)] = 0,
+    until: Annotated[int | None, typer.Option("--until", min=0)] = None,
+) -> None:
+    """Write the log as JSON Lines (one stored event per line, with its hash) to stdout."""
+    def action(s: Session) -> None:
+        count = export(_stored_log(s), sys.stdout, after, until)
+        err.print(f"exported {count} events")
+    _run(ctx, False, action)
+
+
+@audit_app.command("verify-export")
+def audit_verify_export(file: Path, expect: ExpectOption = None,
+                        as_json: JsonFlag = False) -> None:
+    """Check an export offline (no database needed)."""
+    try:
+        if not file.is_file():
+            raise InvalidInput(f"no such file: {file}", field="file")
+        verdict = verify_export(file, Head.parse(expect) if expect else None)
+    except GnlcError as error:
+        _fail(error, as_json)
+    _verdict(verdict, as_json)
 
 
 events_app = typer.Typer(help="The public event contract.")

@@ -1,14 +1,20 @@
-"""The library's recorders, extended to read several aggregates' events in one query."""
+"""The library's recorders, extended: several aggregates' events in one query, and the audit
+hash chain written in the same transaction as the events (see infrastructure/chain.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
+
+from infrastructure.chain import CHAIN_TABLE, GENESIS, extend, recorded_now
 
 
 class SQLiteRegistryRecorder(SQLiteApplicationRecorder):
@@ -31,6 +37,19 @@ class SQLiteRegistryRecorder(SQLiteApplicationRecorder):
                 for row in cursor.fetchall()
             ]
 
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> Sequence[int] | None:
+        positions = super()._insert_events(c, stored_events, **kwargs)
+        if positions:
+            # This transaction holds SQLite's write lock since its first insert: no other
+            # writer can read the same previous hash.
+            c.execute(f"SELECT hash FROM {CHAIN_TABLE} ORDER BY position DESC LIMIT 1")
+            row = c.fetchone()
+            links = extend(row[0] if row else GENESIS, positions, stored_events, recorded_now())
+            c.executemany(f"INSERT INTO {CHAIN_TABLE} (position, hash, recorded_at) "
+                          "VALUES (?, ?, ?)", [(x.position, x.hash, x.recorded_at) for x in links])
+        return positions
+
 
 class PostgresRegistryRecorder(PostgresApplicationRecorder):
     def select_streams(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
@@ -51,3 +70,20 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
                 )
                 for row in cursor.fetchall()
             ]
+
+    def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow],
+                                       stored_events: Sequence[StoredEvent],
+                                       **kwargs: Any) -> Sequence[int] | None:
+        positions = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if positions:
+            # The library's EXCLUSIVE lock on the events table, taken before the insert, is held
+            # until commit: writers extend the chain one after another.
+            table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(CHAIN_TABLE))
+            curs.execute(SQL("SELECT hash FROM {} ORDER BY position DESC LIMIT 1").format(table))
+            row = curs.fetchone()
+            links = extend(row["hash"] if row else GENESIS, positions, stored_events,
+                           recorded_now())
+            curs.executemany(
+                SQL("INSERT INTO {} (position, hash, recorded_at) VALUES (%s, %s, %s)")
+                .format(table), [(x.position, x.hash, x.recorded_at) for x in links])
+        return positions

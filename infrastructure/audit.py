@@ -1,0 +1,273 @@
+"""Audit of the stored log: create and backfill the hash chain, verify it, export it.
+
+Reads the tables directly (not through the library's decoding), because what is checked is the
+bytes as stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import psycopg
+
+from domain.errors import InvalidInput
+from infrastructure.chain import CHAIN_TABLE, GENESIS, Link, event_bytes, extend, link, recorded_now
+from infrastructure.store import EVENTS_TABLE, EventStoreLocation
+
+PAGE = 5000
+Row = tuple[int, str, int, str, bytes]  # position, stream id, stream version, topic, state
+
+
+@dataclass(frozen=True)
+class Head:
+    position: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.hash}@{self.position}"
+
+    @classmethod
+    def parse(cls, text: str, field: str = "expect") -> Head:
+        hash_, _, position = text.partition("@")
+        if len(hash_) != 64 or not position.isdigit() or any(
+                c not in "0123456789abcdef" for c in hash_):
+            raise InvalidInput(f"{field} must be HASH@POSITION (64 hex digits), got {text!r}",
+                               field=field)
+        return cls(int(position), hash_)
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    checked: int
+    head: Head
+    first_bad_position: int | None
+    reason: str | None = None
+
+    def json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checked": self.checked,
+                "head": {"position": self.head.position, "hash": self.head.hash},
+                "first_bad_position": self.first_bad_position, "reason": self.reason}
+
+
+class StoredLog:
+    """The events table and the chain table of one store, read and written with plain SQL."""
+
+    def __init__(self, location: EventStoreLocation) -> None:
+        self.location = location
+        pg = location.is_postgres
+        self.mark = "%s" if pg else "?"
+        self.events = _qualified(location.schema, EVENTS_TABLE) if pg else "stored_events"
+        self.chain = _qualified(location.schema, CHAIN_TABLE) if pg else CHAIN_TABLE
+        self.position = "notification_id" if pg else "rowid"
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        if self.location.is_postgres:
+            with psycopg.connect(self.location.psycopg_conninfo()) as connection:
+                yield connection
+        else:
+            connection = sqlite3.connect(self.location.sqlite_path, timeout=60,
+                                         isolation_level=None)
+            try:
+                yield connection
+            finally:
+                connection.close()
+
+    def has_chain(self) -> bool:
+        with self.connect() as connection:
+            if self.location.is_postgres:
+                row = connection.execute("SELECT to_regclass(%s)", (self.chain,)).fetchone()
+                return row is not None and row[0] is not None
+            return connection.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                                      "name=?", (CHAIN_TABLE,)).fetchone() is not None
+
+    def create_chain(self) -> int:
+        """Create the chain table and chain the events already stored; return how many.
+
+        Runs while holding the store's write lock, so no event is written meanwhile.
+        """
+        with self.connect() as connection:
+            if self.location.is_postgres:
+                with connection.transaction():
+                    connection.execute(f"LOCK TABLE {self.events} IN EXCLUSIVE MODE")
+                    return self._create_and_backfill(connection)
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                count = self._create_and_backfill(connection)
+                connection.execute("COMMIT")
+                return count
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+    def _create_and_backfill(self, connection: Any) -> int:
+        connection.execute(f"CREATE TABLE IF NOT EXISTS {self.chain} (position BIGINT PRIMARY "
+                           "KEY, hash TEXT NOT NULL, recorded_at TEXT NOT NULL)")
+        previous, count, after = GENESIS, 0, 0
+        recorded_at = recorded_now()
+        while rows := self._events_after(connection, after, PAGE):
+            links = extend(previous, [r[0] for r in rows], [_Stored(*r) for r in rows],
+                           recorded_at)
+            _executemany(connection, f"INSERT INTO {self.chain} (position, hash, recorded_at) "
+                         f"VALUES ({self.mark}, {self.mark}, {self.mark})",
+                         [(x.position, x.hash, x.recorded_at) for x in links])
+            previous, count, after = links[-1].hash, count + len(rows), rows[-1][0]
+        return count
+
+    def _events_after(self, connection: Any, after: int, limit: int,
+                      until: int | None = None) -> list[Row]:
+        bound = f" AND {self.position} <= {int(until)}" if until is not None else ""
+        rows = connection.execute(
+            f"SELECT {self.position}, originator_id, originator_version, topic, state "
+            f"FROM {self.events} WHERE {self.position} > {self.mark}{bound} "
+            f"ORDER BY {self.position} LIMIT {int(limit)}", (after,)).fetchall()
+        return [(int(r[0]), str(r[1]), int(r[2]), str(r[3]), _bytes(r[4])) for r in rows]
+
+    def _links_after(self, connection: Any, after: int, limit: int,
+                     until: int | None = None) -> list[Link]:
+        bound = f" AND position <= {int(until)}" if until is not None else ""
+        rows = connection.execute(
+            f"SELECT position, hash, recorded_at FROM {self.chain} WHERE position > {self.mark}"
+            f"{bound} ORDER BY position LIMIT {int(limit)}", (after,)).fetchall()
+        return [Link(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def head(self) -> Head:
+        with self.connect() as connection:
+            row = connection.execute(f"SELECT position, hash FROM {self.chain} "
+                                     "ORDER BY position DESC LIMIT 1").fetchone()
+        return Head(int(row[0]), str(row[1])) if row else Head(0, GENESIS)
+
+    def pairs(self, after: int = 0, until: int | None = None
+              ) -> Iterator[tuple[Row | None, Link | None]]:
+        """Events and chain links side by side, by position; None where one side lacks it."""
+        with self.connect() as connection:
+            events = _paged(lambda a: self._events_after(connection, a, PAGE, until), after,
+                            lambda r: r[0])
+            links = _paged(lambda a: self._links_after(connection, a, PAGE, until), after,
+                           lambda x: x.position)
+            event, chained = next(events, None), next(links, None)
+            while event is not None or chained is not None:
+                if chained is None or (event is not None and event[0] < chained.position):
+                    yield event, None
+                    event = next(events, None)
+                elif event is None or chained.position < event[0]:
+                    yield None, chained
+                    chained = next(links, None)
+                else:
+                    yield event, chained
+                    event, chained = next(events, None), next(links, None)
+
+    def previous_hash(self, position: int) -> str:
+        if position == 0:
+            return GENESIS
+        with self.connect() as connection:
+            row = connection.execute(f"SELECT hash FROM {self.chain} WHERE position <= "
+                                     f"{self.mark} ORDER BY position DESC LIMIT 1",
+                                     (position,)).fetchone()
+        return str(row[0]) if row else GENESIS
+
+
+def _bytes(value: Any) -> bytes:
+    """The state as stored; a row changed behind the library's back may hold text instead."""
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _qualified(schema: str, table: str) -> str:
+    return ".".join('"' + name.replace('"', '""') + '"' for name in (schema, table))
+
+
+@dataclass(frozen=True)
+class _Stored:
+    position: int
+    originator_id: str
+    originator_version: int
+    topic: str
+    state: bytes
+
+
+def _paged(fetch: Callable[[int], list[Any]], after: int, key: Callable[[Any], int]
+           ) -> Iterator[Any]:
+    while page := fetch(after):
+        yield from page
+        after = key(page[-1])
+
+
+def _executemany(connection: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    if isinstance(connection, sqlite3.Connection):
+        connection.executemany(statement, rows)
+    else:
+        with connection.cursor() as cursor:
+            cursor.executemany(statement, rows)
+
+
+def verify(log: StoredLog, expect: Head | None = None) -> Verdict:
+    """Recompute the chain; the first position where the stored log differs from it."""
+    previous, checked, head = GENESIS, 0, Head(0, GENESIS)
+    for event, chained in log.pairs():
+        position = event[0] if event is not None else chained.position  # type: ignore[union-attr]
+        if event is None or chained is None:
+            why = "an event without its chain link (inserted)" if chained is None else \
+                "a chain link without its event (deleted)"
+            return Verdict(False, checked, head, position, why)
+        expected = link(previous, event_bytes(*event, chained.recorded_at))
+        if expected != chained.hash:
+            return Verdict(False, checked, head, position, "the stored bytes changed")
+        previous, checked, head = chained.hash, checked + 1, Head(position, chained.hash)
+        if expect is not None and position == expect.position and head != expect:
+            return Verdict(False, checked, head, position, "differs from the expected head")
+    if expect is not None and head.position < expect.position:
+        return Verdict(False, checked, head, head.position + 1,
+                       f"the log ends before the expected head at {expect.position}")
+    return Verdict(True, checked, head, None)
+
+
+def export(log: StoredLog, out: TextIO, after: int = 0, until: int | None = None) -> int:
+    """JSON Lines, one stored event per line, with its chain link and the hash before it."""
+    previous, count = log.previous_hash(after), 0
+    for event, chained in log.pairs(after, until):
+        if event is None or chained is None:
+            raise InvalidInput("the stored log does not verify; run `gnlc audit verify`")
+        position, stream, version, topic, state = event
+        out.write(json.dumps({
+            "position": position, "stream_id": stream, "stream_version": version,
+            "topic": topic, "state": base64.b64encode(state).decode(),
+            "recorded_at": chained.recorded_at, "previous_hash": previous,
+            "hash": chained.hash}, separators=(",", ":")) + "\n")
+        previous, count = chained.hash, count + 1
+    return count
+
+
+def verify_export(path: Path, expect: Head | None = None) -> Verdict:
+    """Check an export offline: every line's hash, and that each line follows the one before."""
+    previous: str | None = None
+    checked, head = 0, Head(0, GENESIS)
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            try:
+                item = json.loads(line)
+                row = event_bytes(item["position"], item["stream_id"], item["stream_version"],
+                                  item["topic"], base64.b64decode(item["state"]),
+                                  item["recorded_at"])
+            except (ValueError, KeyError, TypeError):
+                raise InvalidInput(f"line {number} is not an export line",
+                                   field="file") from None
+            position = int(item["position"])
+            if previous is not None and item["previous_hash"] != previous:
+                return Verdict(False, checked, head, position, "does not follow the line before")
+            if link(item["previous_hash"], row) != item["hash"]:
+                return Verdict(False, checked, head, position, "the line was changed")
+            previous, checked, head = item["hash"], checked + 1, Head(position, item["hash"])
+            if expect is not None and position == expect.position and head != expect:
+                return Verdict(False, checked, head, position, "differs from the expected head")
+    if expect is not None and head.position < expect.position:
+        return Verdict(False, checked, head, head.position + 1,
+                       f"the export ends before the expected head at {expect.position}")
+    return Verdict(True, checked, head, None)
