@@ -406,6 +406,7 @@ class Registry(Application[UUID]):
             timezone=self.timezone,
             clock_overridden=self.clock.overridden,
             source=actor.source,
+            correlation_id=actor.correlation_id,
         )
 
     def _close(

@@ -37,6 +37,7 @@ class Actor:
     country: str | None = None
     city_id: UUID | None = None
     scopes: frozenset[str] = frozenset()
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Act:
     timezone: str = "Europe/Berlin"
     clock_overridden: bool = False
     source: str = "cli"
+    correlation_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.effective_at.tzinfo is None:
@@ -79,6 +81,7 @@ class Act:
             "effective_at": self.effective_at,
             "clock_overridden": self.clock_overridden,
             "source": self.source,
+            "correlation_id": self.correlation_id,
         }
 
 
@@ -86,7 +89,16 @@ class AuditedAggregate(Aggregate):
     """An aggregate whose every event records the act that caused it."""
 
     class Event(Aggregate.Event):
+        # v2 added `correlation_id`: the request (HTTP), invocation (CLI) or import run that
+        # caused the event. Events stored before it have none.
+        class_version = 2
+
         actor: dict[str, str]
         effective_at: datetime
         clock_overridden: bool
         source: str
+        correlation_id: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("correlation_id", None)

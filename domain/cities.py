@@ -152,8 +152,9 @@ class City(AuditedAggregate):
             city.memberships[self.period - 1].retracted = True
 
     class ReportSubmitted(AuditedAggregate.Event):
-        # v2 added `days_late` (for the network's statistics); v1 events are upcast on reading.
-        class_version = 2
+        # v2 added `days_late` (for the network's statistics), v3 the `correlation_id` every event
+        # has; older events are upcast on reading.
+        class_version = 3
 
         regulation_version: str
         period: int
@@ -167,6 +168,10 @@ class City(AuditedAggregate):
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["days_late"] = days_late(state["due"], state["submitted_on"])
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state.setdefault("correlation_id", None)
 
         def apply(self, city: City) -> None:
             city.memberships[self.period - 1].reports.append(

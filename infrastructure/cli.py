@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from uuid import uuid4
 
 import psycopg
 import typer
@@ -101,6 +102,8 @@ class Session:
     now: str | None
     actor_name: str
     builder: Callable[[Settings, Clock], Registry] = build_registry
+    # Every event of one invocation carries this id (the audit's correlation id).
+    invocation: str = field(default_factory=lambda: str(uuid4()))
     _registry: Registry | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
@@ -127,7 +130,7 @@ class Session:
         return local_date(self.clock().now(), self.settings().timezone)
 
     def actor(self, role: Role) -> Actor:
-        return Actor(self.actor_name, role, source="cli")
+        return Actor(self.actor_name, role, source="cli", correlation_id=self.invocation)
 
     def close(self) -> None:
         if self._registry is not None:

@@ -16,7 +16,7 @@ from domain.intakes import Intake
 # Fields every stored event has; the rest is the event's own data.
 ENVELOPE = {
     "originator_id", "originator_version", "originator_topic", "timestamp",
-    "actor", "effective_at", "clock_overridden", "source",
+    "actor", "effective_at", "clock_overridden", "source", "correlation_id",
 }
 
 
@@ -91,6 +91,8 @@ def event_view(recorded: RecordedEvent) -> dict[str, Any]:
             "effective_at": event.effective_at,
             "actor": event.actor,
             "clock_overridden": event.clock_overridden,
+            "source": event.source,
+            "correlation_id": event.correlation_id,
             "data": data,
         }
     )

@@ -185,7 +185,7 @@ SUPERSEDED = (PublicType("report.submitted", 1, ReportSubmittedV1),)
 # Fields every stored event has; the rest is the event's public data.
 ENVELOPE = frozenset({
     "originator_id", "originator_version", "originator_topic", "timestamp",
-    "actor", "effective_at", "clock_overridden", "source",
+    "actor", "effective_at", "clock_overridden", "source", "correlation_id",
 })
 # Personal data in Part 1 of the form (see domain.md): masked without the personal_data scope.
 PERSONAL = {"mayor": ("full_name",), "contact": ("full_name", "email", "phone")}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.responses import JSONResponse
@@ -108,7 +108,15 @@ def authenticated(
     wait = services.limiter.admit(actor.name)
     if wait:
         raise problems.TooManyRequests(wait)
-    return actor
+    return replace(actor, correlation_id=request_id(request))
+
+
+def request_id(request: Request) -> str:
+    """The caller's X-Request-ID when it is a sensible one, else a new id; events record it."""
+    given = request.headers.get("X-Request-ID", "")
+    if 0 < len(given) <= 100 and given.isascii() and given.isprintable():
+        return given
+    return str(uuid4())
 
 
 Caller = Annotated[Actor, Depends(authenticated)]

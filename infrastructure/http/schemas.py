@@ -202,6 +202,8 @@ class EventView(BaseModel):
     effective_at: datetime
     actor: dict[str, str]
     clock_overridden: bool
+    source: str
+    correlation_id: str | None
     data: dict[str, Any]
 
 
