@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     rate_burst: int = Field(
         default=200, ge=0, description="HTTP requests a token may send at once; 0: no limit"
     )
+    stream_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, description="seconds without events after which the SSE stream "
+        "sends a heartbeat comment"
+    )
 
     @field_validator("timezone")
     @classmethod
