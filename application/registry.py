@@ -7,10 +7,11 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from functools import wraps
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, runtime_checkable
 from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
@@ -26,6 +27,7 @@ from application.clock import Clock, SystemClock
 from domain.access import AccessToken, Action, authorise, parse_token, token_id, token_text
 from domain.acts import Act, Actor, AuditedAggregate, Role
 from domain.applications import CityApplication
+from domain.calendar import local_date
 from domain.cities import City, Membership, Report, city_id
 from domain.errors import (
     Conflict,
@@ -36,6 +38,7 @@ from domain.errors import (
     WindowClosed,
 )
 from domain.forms import ApplicationForm, ProgressReport, parse
+from domain.history import HistoryRow
 from domain.intakes import CALENDAR_ID, Intake, IntakeCalendar
 from domain.quotas import QuotaLedger, ledger_id
 from domain.regulations import regulations_on
@@ -309,6 +312,58 @@ class Registry(Application[UUID]):
         self.save(city)
         return membership
 
+    # --- history ------------------------------------------------------------------------------
+
+    @retried_on_conflict
+    def import_membership(self, actor: Actor, row: HistoryRow) -> bool:
+        """Record an admission from the network's records; False if it is already recorded.
+
+        The rules of its own date apply (the quota from 2018-10-01; windows do not apply to facts
+        that happened). A city admitted again is readmitted: its earlier membership, if still
+        active, ends the day before.
+        """
+        authorise(actor, Action.IMPORT_HISTORY, row.country)
+        today = self._act(actor).day
+        if row.admitted > today or (row.left_on is not None and row.left_on > today):
+            raise InvalidInput(f"the row is dated after today ({today})", field="admitted_on")
+        act = self._act_on(actor, row.admitted)
+        cid, quota_id = city_id(row.country, row.city), ledger_id(row.country, row.year_joined)
+        city, ledger = self._load(cid, quota_id)
+        if isinstance(city, City) and any(m.admitted_on == row.admitted and not m.retracted
+                                          for m in city.memberships):
+            return False
+        if not isinstance(city, City):
+            city = City.register(act, row.country, row.city)
+        self._end_lapsed(actor, city, row)
+        ledger = ledger if isinstance(ledger, QuotaLedger) else QuotaLedger.open(
+            act, row.country, row.year_joined)
+        application_id = self.new_id()
+        place = ledger.take_place(act, application_id, city.id, regulations_on(act.day))
+        application = CityApplication.import_admission(
+            act, application_id, city.id, city.name, row.country, row.year_joined,
+            str(row.source_url) if row.source_url else None, place)
+        city.start_membership(act, application.id, row.year_joined)
+        if row.left_on is not None:
+            city.end_membership(self._act_on(actor, row.left_on), row.end_reason, None)
+        self.save(application, city, ledger)
+        return True
+
+    def _end_lapsed(self, actor: Actor, city: City, row: HistoryRow) -> None:
+        if any(m.admitted_on > row.admitted and not m.retracted for m in city.memberships):
+            raise InvalidTransition(
+                f"{city.name} ({city.country}) has a later membership already; "
+                "history is imported oldest first", field="admitted_on")
+        if city.active_membership is not None:
+            the_day_before = self._act_on(actor, row.admitted - timedelta(days=1))
+            city.end_membership(the_day_before, "other", "lapsed, imported")
+
+    def _act_on(self, actor: Actor, day: date) -> Act:
+        """An act that took effect at noon of a past business day (in the secretariat's zone)."""
+        noon = datetime.combine(day, time(12), ZoneInfo(self.timezone))
+        return Act(actor=actor.name, role=actor.role, effective_at=noon, timezone=self.timezone,
+                   clock_overridden=True, source=actor.source,
+                   correlation_id=actor.correlation_id)
+
     # --- access -------------------------------------------------------------------------------
 
     @retried_on_conflict
@@ -378,9 +433,34 @@ class Registry(Application[UUID]):
         ids = {city.id} | {
             e.application_id
             for e in self.repository.event_store.get(city.id)
-            if isinstance(e, City.ApplicationLodged)
+            if isinstance(e, City.ApplicationLodged | City.MembershipStarted)
         }
         return [r for r in self.read_log() if r.event.originator_id in ids]
+
+    def city_at(
+        self, city_id: UUID, as_of: date | None = None, known_at: datetime | None = None,
+        position: int | None = None,
+    ) -> tuple[City | None, list[CityApplication]]:
+        """The city and its applications as they stood: at the end of the business day `as_of`,
+        as recorded by `known_at`, or as of log `position` (any combination)."""
+        def counts(recorded: RecordedEvent) -> bool:
+            event = recorded.event
+            return ((position is None or recorded.position <= position)
+                    and (known_at is None or event.timestamp <= known_at)
+                    and (as_of is None
+                         or local_date(event.effective_at, self.timezone) <= as_of))
+
+        streams: dict[UUID, list[Any]] = {}
+        stopped: set[UUID] = set()
+        for recorded in self.history(city_id):
+            stream = recorded.event.originator_id
+            if stream in stopped or not counts(recorded):
+                stopped.add(stream)  # an aggregate's state is a prefix of its events
+                continue
+            streams.setdefault(stream, []).append(recorded.event)
+        city = replay(None, streams.pop(city_id, []))
+        applications = [replay(None, events) for events in streams.values()]
+        return city, applications
 
     def read_log(self, start: int = 1, page: int = 1000) -> Iterator[RecordedEvent]:
         """The whole log in position order (positions may have gaps on PostgreSQL)."""

@@ -32,6 +32,7 @@ class Action(StrEnum):
     RETRACT = "retract"
     SUBMIT_REPORT = "submit_report"
     END_MEMBERSHIP = "end_membership"
+    IMPORT_HISTORY = "import_history"
     READ = "read"
     READ_PAST = "read_past"
     READ_FEED = "read_feed"

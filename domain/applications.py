@@ -50,14 +50,14 @@ class CityApplication(AuditedAggregate):
         regulation_version: str
 
     def __init__(
-        self, city_id: UUID, city: str, country: str, intake_year: int, form: dict[str, Any],
-        effective_at: datetime, **_audit: Any,
+        self, city_id: UUID, city: str, country: str, intake_year: int,
+        effective_at: datetime, form: dict[str, Any] | None = None, **_audit: Any,
     ) -> None:
         self.city_id = city_id
         self.city = city
         self.country = country
         self.intake_year = intake_year
-        self.form = form
+        self.form = form or {}
         self.status = Status.SUBMITTED
         self.steps: dict[str, datetime] = {"submitted": effective_at}
         self.reasons: dict[str, str | None] = {}
@@ -79,6 +79,43 @@ class CityApplication(AuditedAggregate):
             intake_year=intake_year,
             form=form,
             **act.decision_fields(),
+        )
+
+    class Imported(AuditedAggregate.Event, Aggregate.Created):
+        """An admission made before this registry existed, imported from the network's records."""
+
+        city_id: UUID
+        city: str
+        country: str
+        intake_year: int
+        admitted_on: date
+        used_before: int
+        limit: int | None
+        source_url: str | None
+        regulation_version: str
+
+        def apply(self, application: CityApplication) -> None:
+            application.status = Status.ADMITTED
+            application.steps = {"admitted": self.effective_at}
+            application.admitted_on = self.admitted_on
+            application.reasons["admitted"] = "imported" + (
+                f" from {self.source_url}" if self.source_url else "")
+            application.quota = {
+                "country": self.country, "year": self.intake_year,
+                "used": self.used_before + 1, "limit": self.limit,
+                "regulation_version": self.regulation_version,
+            }
+
+    @classmethod
+    def import_admission(
+        cls, act: Act, application_id: UUID, city_id: UUID, city: str, country: str,
+        intake_year: int, source_url: str | None, place: QuotaLedger.PlaceTaken,
+    ) -> CityApplication:
+        """A historical admission: the quota check it passed is that of its own date."""
+        return cls._create(
+            cls.Imported, id=application_id, city_id=city_id, city=city, country=country,
+            intake_year=intake_year, admitted_on=act.day, used_before=place.used_before,
+            limit=place.limit, source_url=source_url, **act.decision_fields(),
         )
 
     # --- events -------------------------------------------------------------------------------

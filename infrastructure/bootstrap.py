@@ -17,6 +17,7 @@ from infrastructure.audit import StoredLog
 from infrastructure.feed import Feed
 from infrastructure.head_watch import HeadWatcher
 from infrastructure.http.api import Services, create_api
+from infrastructure.http.audit import add_audit_routes
 from infrastructure.http.events import EventServices, add_event_routes
 from infrastructure.http.idempotency import IdempotencyKeys
 from infrastructure.http.limits import BodyLimit, RateLimiter
@@ -134,6 +135,7 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
         background=background,
     )
     api = create_api(services)
+    add_audit_routes(api, registry, StoredLog(event_store(settings)))
     add_event_routes(api, EventServices(Feed(registry), watcher,
                                          settings.stream_heartbeat_seconds))
     return BodyLimit(api)

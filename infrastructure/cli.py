@@ -30,9 +30,9 @@ from application.clock import Clock, FixedClock, SystemClock
 from application.registry import Registry, parse_id
 from domain.access import AccessToken
 from domain.acts import Actor, Role
-from domain.applications import Status
+from domain.applications import CityApplication, Status
 from domain.calendar import local_date
-from domain.cities import city_id
+from domain.cities import City, city_id
 from domain.errors import (
     Conflict,
     GnlcError,
@@ -52,6 +52,7 @@ from infrastructure.bootstrap import (
     event_store,
     initialise,
 )
+from infrastructure.history_import import import_history
 from infrastructure.read_side import ReadSide
 from infrastructure.relay import NatsTarget
 from infrastructure.settings import Settings
@@ -739,6 +740,32 @@ def audit_head(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     _run(ctx, as_json, action)
 
 
+def audit_state_view(city: City | None, applications: list[CityApplication]
+                     ) -> dict[str, Any]:
+    """A city's state at a past point: the city and its applications (None before it existed)."""
+    return {"city": city_view(city) if city is not None else None,
+            "applications": [application_view(a) for a in applications]}
+
+
+@audit_app.command("state")
+def audit_state(
+    ctx: typer.Context,
+    city: Annotated[str, typer.Argument(metavar="CITY_ID")],
+    as_of: AsOfOption = None, known_at: KnownAtOption = None,
+    position: Annotated[int | None, typer.Option("--position", min=0,
+                                                 help="Only events up to this log position.")
+                        ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A city's full state at a point: end of a business day, a moment of the registry's
+    knowledge, or a log position (combinable)."""
+    def action(s: Session) -> dict[str, Any]:
+        day, moment = _past(as_of, known_at)
+        state = s.registry().city_at(parse_id(city, "city_id"), day, moment, position)
+        return audit_state_view(*state)
+    _run(ctx, as_json, action)
+
+
 @audit_app.command("export")
 def audit_export(
     ctx: typer.Context,
@@ -763,6 +790,26 @@ def audit_verify_export(file: Path, expect: ExpectOption = None,
     except GnlcError as error:
         _fail(error, as_json)
     _verdict(verdict, as_json)
+
+
+import_app = typer.Typer(help="Bring the network's history in.")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("history")
+def import_history_command(ctx: typer.Context, file: Path, as_json: JsonFlag = False) -> None:
+    """Import admissions from CSV: city,country,year_joined[,admitted_on,left_on,left_reason,
+    source_url]. Rows that break a rule of their time are refused and listed."""
+    def action(s: Session) -> dict[str, Any]:
+        actor = Actor(s.actor_name, Role.SECRETARIAT, source="import",
+                      correlation_id=s.invocation)
+        registry = s.registry()
+        with Progress(console=err, disable=as_json) as bar:
+            task = bar.add_task(f"importing {file.name}", total=None)
+            summary = import_history(registry, actor, file, lambda done, total: bar.update(
+                task, completed=done, total=total))
+        return summary.json()
+    _run(ctx, as_json, action)
 
 
 events_app = typer.Typer(help="The public event contract.")

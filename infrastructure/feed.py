@@ -130,7 +130,7 @@ class Feed:
     def _learn(self, event: Any) -> Subject | None:
         """The subject an aggregate's first event names, remembered for its later events."""
         subject: Subject
-        if isinstance(event, CityApplication.Submitted):
+        if isinstance(event, CityApplication.Submitted | CityApplication.Imported):
             subject = (str(event.city_id), event.country)
         elif isinstance(event, City.Registered):
             subject = (str(event.originator_id), event.country)

@@ -21,6 +21,13 @@ class ApplicationsProjection(Projection):
         row["submitted_on"] = self.day(e.effective_at)
         self.put("applications", row)
 
+    def _imported(self, e: CityApplication.Imported) -> None:
+        row: Row = {"application_id": str(e.originator_id), "city_id": str(e.city_id),
+                    "city": e.city, "country": e.country, "intake_year": e.intake_year,
+                    "status": "admitted", **{f"{step}_on": None for step in STEPS}}
+        row["admitted_on"] = e.admitted_on
+        self.put("applications", row)
+
     def _moved(self, e: Any) -> None:
         row = self.touch("applications", str(e.originator_id))
         status = str(e.new_status)
@@ -33,6 +40,7 @@ class ApplicationsProjection(Projection):
         CityApplication.Declined: _moved,
         CityApplication.Withdrawn: _moved,
         CityApplication.Admitted: _moved,
+        CityApplication.Imported: _imported,
         CityApplication.Rejected: _moved,
         CityApplication.AdmissionRetracted: _moved,
     }

@@ -56,6 +56,20 @@ class ApplicationSubmitted(Data):
     regulation_version: str
 
 
+class ApplicationImported(Data):
+    """An admission from before the registry, imported from the network's records."""
+
+    city_id: UUID
+    city: str
+    country: str
+    intake_year: int
+    admitted_on: date
+    used_before: int
+    limit: int | None
+    source_url: str | None
+    regulation_version: str
+
+
 class StatusChanged(Data):
     regulation_version: str
 
@@ -160,6 +174,7 @@ CONTRACT: dict[type, PublicType] = {
     IntakeCalendar.IntakeOpened: PublicType("intake.opened", 1, IntakeOpened),
     IntakeCalendar.IntakeExtended: PublicType("intake.extended", 1, IntakeExtended),
     CityApplication.Submitted: PublicType("application.submitted", 1, ApplicationSubmitted),
+    CityApplication.Imported: PublicType("application.imported", 1, ApplicationImported),
     CityApplication.Endorsed: PublicType("application.endorsed", 1, StatusChanged),
     CityApplication.Declined: PublicType("application.declined", 1, WithReason),
     CityApplication.Withdrawn: PublicType("application.withdrawn", 1, WithReason),

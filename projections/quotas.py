@@ -47,6 +47,12 @@ class QuotasProjection(Projection):
         quota["pending"] -= 1
         quota["admitted"] += 1
 
+    def _imported(self, e: CityApplication.Imported) -> None:
+        self.put("quota_applications", {"application_id": str(e.originator_id),
+                                        "country": e.country, "year": e.intake_year,
+                                        "status": "admitted"})
+        self._quota(e.country, e.intake_year)["admitted"] += 1
+
     def _retracted(self, e: CityApplication.AdmissionRetracted) -> None:
         application, quota = self._application(e)
         application["status"] = "retracted"
@@ -59,5 +65,6 @@ class QuotasProjection(Projection):
         CityApplication.Withdrawn: _closed,
         CityApplication.Rejected: _closed,
         CityApplication.Admitted: _admitted,
+        CityApplication.Imported: _imported,
         CityApplication.AdmissionRetracted: _retracted,
     }
