@@ -345,7 +345,7 @@ class Registry(Application[UUID]):
         city.start_membership(act, application.id, row.year_joined)
         if row.left_on is not None:
             city.end_membership(self._act_on(actor, row.left_on), row.end_reason, None)
-        self.save(application, city, ledger)
+        self.save(city, application, ledger)  # the city's registration first, as in the process
         return True
 
     def _end_lapsed(self, actor: Actor, city: City, row: HistoryRow) -> None:
@@ -353,6 +353,11 @@ class Registry(Application[UUID]):
             raise InvalidTransition(
                 f"{city.name} ({city.country}) has a later membership already; "
                 "history is imported oldest first", field="admitted_on")
+        if any(m.ended_on is not None and m.ended_on >= row.admitted and not m.retracted
+               for m in city.memberships):  # a city is a member at most once at a time
+            raise InvalidTransition(
+                f"{city.name} ({city.country}) was still a member on {row.admitted}: an "
+                "earlier membership ends on or after it", field="admitted_on")
         if city.active_membership is not None:
             the_day_before = self._act_on(actor, row.admitted - timedelta(days=1))
             city.end_membership(the_day_before, "other", "lapsed, imported")
@@ -438,15 +443,13 @@ class Registry(Application[UUID]):
         return [r for r in self.read_log() if r.event.originator_id in ids]
 
     def city_at(
-        self, city_id: UUID, as_of: date | None = None, known_at: datetime | None = None,
-        position: int | None = None,
+        self, city_id: UUID, as_of: date | None = None, position: int | None = None,
     ) -> tuple[City | None, list[CityApplication]]:
-        """The city and its applications as they stood: at the end of the business day `as_of`,
-        as recorded by `known_at`, or as of log `position` (any combination)."""
+        """The city and its applications as they stood at the end of the business day `as_of`
+        and/or as of log `position` (what was known at a moment is a position: see the edges)."""
         def counts(recorded: RecordedEvent) -> bool:
             event = recorded.event
             return ((position is None or recorded.position <= position)
-                    and (known_at is None or event.timestamp <= known_at)
                     and (as_of is None
                          or local_date(event.effective_at, self.timezone) <= as_of))
 

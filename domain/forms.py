@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import date, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import pycountry
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -37,9 +39,49 @@ def _iso_country(code: str) -> str:
     return code
 
 
+# C0 control characters and DEL: invisible, and NUL cannot be stored in a PostgreSQL text.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_BUT_LINE_BREAKS_AND_TABS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _no_control_characters(text: str) -> str:
+    if (found := _CONTROL.search(text)) is not None:
+        raise ValueError(f"must not contain control characters, got {found.group()!r}")
+    return text
+
+
+def _no_control_characters_but_line_breaks(text: str) -> str:
+    if (found := _CONTROL_BUT_LINE_BREAKS_AND_TABS.search(text)) is not None:
+        raise ValueError("must not contain control characters other than line breaks and "
+                         f"tabs, got {found.group()!r}")
+    return text
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}.*")
+
+
+def _iso_date(value: object) -> object:
+    """Only a YYYY-MM-DD string (or a date): not a number of seconds since 1970."""
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+        return value
+    raise ValueError("must be an ISO 8601 date (YYYY-MM-DD)")
+
+
+def _iso_datetime(value: object) -> object:
+    """Only an ISO 8601 date and time string (or a datetime): not a number of seconds."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATETIME.fullmatch(value)):
+        return value
+    raise ValueError("must be an ISO 8601 date and time (YYYY-MM-DDTHH:MM:SS+HH:MM)")
+
+
 CountryCode = Annotated[str, AfterValidator(_iso_country)]
-Text = Annotated[str, Field(min_length=1, max_length=10_000, pattern=r"\S")]
-ShortText = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S")]
+Text = Annotated[str, Field(min_length=1, max_length=10_000, pattern=r"\S"),
+                 AfterValidator(_no_control_characters_but_line_breaks)]
+ShortText = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S"),
+                      AfterValidator(_no_control_characters)]
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime)]
 Essay = Annotated[Text, AfterValidator(_at_most_200_words)]
 
 
@@ -64,7 +106,7 @@ class ContactPerson(Strict):
 
 
 class Figure(Strict):
-    value: float = Field(ge=0)
+    value: float = Field(ge=0, allow_inf_nan=False)
     year: int = Field(ge=1900, le=2100)
 
 
@@ -90,16 +132,16 @@ class ApplicationForm(Strict):
     motivation: Essay
     implementation: Essay
     pledge: Literal[True] = Field(description="the pledge to adopt the guiding documents")
-    signed_on: date
+    signed_on: IsoDate
 
 
 class ProgressReport(Strict):
     """A biennial progress report."""
 
-    covering_from: date
-    covering_to: date
+    covering_from: IsoDate
+    covering_to: IsoDate
     summary: Text
-    statistics: dict[str, float] = {}
+    statistics: dict[ShortText, Annotated[float, Field(allow_inf_nan=False)]] = {}
     links: list[HttpUrl] = []
 
     @model_validator(mode="after")
@@ -119,7 +161,7 @@ def parse(schema: type[Form], data: Any) -> Form:
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or None
-        message = first["msg"]
+        message = first["msg"].removeprefix("Value error, ")  # our own rules' messages
         if first["type"] == "missing":
             message = "is required"
         elif first["type"] == "extra_forbidden":

@@ -12,13 +12,22 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import psycopg
 
 from domain.errors import InvalidInput
-from infrastructure.chain import CHAIN_TABLE, GENESIS, Link, event_bytes, extend, link, recorded_now
+from infrastructure.chain import (
+    CHAIN_TABLE,
+    GENESIS,
+    Link,
+    event_bytes,
+    link,
+    recorded_now,
+    recorded_text,
+)
 from infrastructure.store import EVENTS_TABLE, EventStoreLocation
 
 PAGE = 5000
@@ -112,24 +121,43 @@ class StoredLog:
         connection.execute(f"CREATE TABLE IF NOT EXISTS {self.chain} (position BIGINT PRIMARY "
                            "KEY, hash TEXT NOT NULL, recorded_at TEXT NOT NULL)")
         previous, count, after = GENESIS, 0, 0
-        recorded_at = recorded_now()
         while rows := self._events_after(connection, after, PAGE):
-            links = extend(previous, [r[0] for r in rows], [_Stored(*r) for r in rows],
-                           recorded_at)
+            links = []
+            for row in rows:  # each event's own recorded time, from its stored state
+                previous = link(previous, event_bytes(*row, _recorded_at(row[4])))
+                links.append(Link(row[0], previous, _recorded_at(row[4])))
             _executemany(connection, f"INSERT INTO {self.chain} (position, hash, recorded_at) "
                          f"VALUES ({self.mark}, {self.mark}, {self.mark})",
                          [(x.position, x.hash, x.recorded_at) for x in links])
-            previous, count, after = links[-1].hash, count + len(rows), rows[-1][0]
+            count, after = count + len(rows), rows[-1][0]
         return count
+
+    def known_by(self, moment: datetime) -> int:
+        """The last position of the transactions recorded by `moment` (0 if none): what the
+        registry knew then, whole transactions only."""
+        with self.connect() as connection:
+            row = connection.execute(f"SELECT max(position) FROM {self.chain} WHERE "
+                                     f"recorded_at <= {self.mark}",
+                                     (recorded_text(moment),)).fetchone()
+        return int(row[0] or 0) if row else 0
 
     def _events_after(self, connection: Any, after: int, limit: int,
                       until: int | None = None) -> list[Row]:
         bound = f" AND {self.position} <= {int(until)}" if until is not None else ""
-        rows = connection.execute(
-            f"SELECT {self.position}, originator_id, originator_version, topic, state "
-            f"FROM {self.events} WHERE {self.position} > {self.mark}{bound} "
-            f"ORDER BY {self.position} LIMIT {int(limit)}", (after,)).fetchall()
-        return [(int(r[0]), str(r[1]), int(r[2]), str(r[3]), _bytes(r[4])) for r in rows]
+        statement = (f"SELECT {self.position}, originator_id, originator_version, topic, state "
+                     f"FROM {self.events} WHERE {self.position} > {self.mark}{bound} "
+                     f"ORDER BY {self.position} LIMIT {int(limit)}")
+        if self.location.is_postgres:  # binary: bytea as bytes, not hex text to decode
+            rows = connection.execute(statement, (after,), binary=True).fetchall()
+            try:
+                return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+            except (TypeError, ValueError):
+                return [_row(r) for r in rows]
+        rows = connection.execute(statement, (after,)).fetchall()
+        try:
+            return [(int(r[0]), str(r[1]), int(r[2]), str(r[3]), _bytes(r[4])) for r in rows]
+        except (TypeError, ValueError):
+            return [_row(r) for r in rows]
 
     def _links_after(self, connection: Any, after: int, limit: int,
                      until: int | None = None) -> list[Link]:
@@ -149,6 +177,7 @@ class StoredLog:
               ) -> Iterator[tuple[Row | None, Link | None]]:
         """Events and chain links side by side, by position; None where one side lacks it."""
         with self.connect() as connection:
+            _one_snapshot(connection)
             events = _paged(lambda a: self._events_after(connection, a, PAGE, until), after,
                             lambda r: r[0])
             links = _paged(lambda a: self._links_after(connection, a, PAGE, until), after,
@@ -177,7 +206,36 @@ class StoredLog:
 
 def _bytes(value: Any) -> bytes:
     """The state as stored; a row changed behind the library's back may hold text instead."""
+    if isinstance(value, bytes):
+        return value
     return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _recorded_at(state: bytes) -> str:
+    """The recorded time inside a stored event's state (the library's JSON), else now."""
+    try:
+        stamp = json.loads(state)["timestamp"]["_data_"]
+        return recorded_text(datetime.fromisoformat(stamp))
+    except (ValueError, KeyError, TypeError):
+        return recorded_now()
+
+
+def _row(r: Any) -> Row:
+    """A stored row as hashed. A value changed behind the library's back to one of another type
+    (NULL, text that is no number) is kept as stored, for `verify` to report."""
+    try:
+        return (int(r[0]), str(r[1]), int(r[2]), str(r[3]), _bytes(r[4]))
+    except (TypeError, ValueError):
+        return (int(r[0]), r[1], r[2], r[3], r[4])
+
+
+def _one_snapshot(connection: Any) -> None:
+    """Read both tables as of one moment: an event and its link are committed together, but a
+    writer committing between two reads would show one without the other."""
+    if isinstance(connection, sqlite3.Connection):
+        connection.execute("BEGIN")  # WAL: the snapshot of the first read, until the end
+    else:
+        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
 
 
 def _qualified(schema: str, table: str) -> str:
@@ -217,7 +275,10 @@ def verify(log: StoredLog, expect: Head | None = None) -> Verdict:
             why = "an event without its chain link (inserted)" if chained is None else \
                 "a chain link without its event (deleted)"
             return Verdict(False, checked, head, position, why)
-        expected = link(previous, event_bytes(*event, chained.recorded_at))
+        try:
+            expected = link(previous, event_bytes(*event, chained.recorded_at))
+        except (TypeError, ValueError):  # a value no writer stores: NULL, an id that is no UUID
+            expected = None
         if expected != chained.hash:
             return Verdict(False, checked, head, position, "the stored bytes changed")
         previous, checked, head = chained.hash, checked + 1, Head(position, chained.hash)
@@ -236,6 +297,8 @@ def export(log: StoredLog, out: TextIO, after: int = 0, until: int | None = None
         if event is None or chained is None:
             raise InvalidInput("the stored log does not verify; run `gnlc audit verify`")
         position, stream, version, topic, state = event
+        if not isinstance(state, bytes):
+            raise InvalidInput("the stored log does not verify; run `gnlc audit verify`")
         out.write(json.dumps({
             "position": position, "stream_id": stream, "stream_version": version,
             "topic": topic, "state": base64.b64encode(state).decode(),

@@ -101,8 +101,9 @@ def build_runner(settings: Settings, registry: Registry, store: ReadModelStore,
 def build_read_side(settings: Settings, registry: Registry,
                     store: ReadModelStore | None = None) -> ReadSide:
     store = store or build_read_models(settings)
+    chain = StoredLog(event_store(settings))
     return ReadSide(registry, store, lambda names: build_runner(settings, registry, store, names),
-                    settings.timezone)
+                    settings.timezone, chain.known_by)
 
 
 def build_api(settings: Settings, registry: Registry, clock: Clock | None = None,
@@ -113,6 +114,7 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
     with event_store(settings).schema_lock():
         keys.create()
     watcher = HeadWatcher(registry, event_store(settings))
+    chain = StoredLog(event_store(settings))
     runner = build_runner(settings, registry, store) if projections else None
 
     @contextmanager
@@ -133,12 +135,18 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
         clock=clock or registry.clock,
         timezone=settings.timezone,
         background=background,
+        chain_head=lambda: _head_of(chain),
     )
     api = create_api(services)
-    add_audit_routes(api, registry, StoredLog(event_store(settings)))
+    add_audit_routes(api, registry, chain)
     add_event_routes(api, EventServices(Feed(registry), watcher,
                                          settings.stream_heartbeat_seconds))
     return BodyLimit(api)
+
+
+def _head_of(chain: StoredLog) -> tuple[int, str]:
+    head = chain.head()
+    return head.position, head.hash
 
 
 def api_of(app: BodyLimit) -> FastAPI:

@@ -30,18 +30,46 @@ class Link:
 def event_bytes(position: int, originator_id: UUID | str, originator_version: int, topic: str,
                 state: bytes, recorded_at: str) -> bytes:
     """The stored row as hashed: length-prefixed fields."""
-    parts = (str(position).encode(), str(UUID(str(originator_id))).encode(),
-             str(originator_version).encode(), topic.encode(), bytes(state),
-             recorded_at.encode())
-    return b"".join(len(p).to_bytes(8, "big") + p for p in parts)
+    p, s, v = str(position).encode(), stream_text(originator_id).encode(), \
+        str(originator_version).encode()
+    t, r = topic.encode(), recorded_at.encode()
+    # One join, no intermediate copies of the (large) state.
+    return b"".join((_size(p), p, _size(s), s, _size(v), v, _size(t), t, _size(state), state,
+                     _size(r), r))
+
+
+def _size(part: bytes) -> bytes:
+    return len(part).to_bytes(8, "big")
+
+
+def stream_text(originator_id: UUID | str) -> str:
+    """The stream id as a UUID's text (SQLite stores 32 hex digits, PostgreSQL a uuid).
+
+    Hex is sliced rather than parsed: faster, and a stored id whose case was changed no longer
+    gives the same text, so that change is detected too.
+    """
+    if isinstance(originator_id, UUID):
+        return str(originator_id)
+    h = originator_id
+    if len(h) == 32:
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return str(UUID(h))
 
 
 def link(previous: str, row: bytes) -> str:
-    return hashlib.sha256(bytes.fromhex(previous) + row).hexdigest()
+    digest = hashlib.sha256(bytes.fromhex(previous))
+    digest.update(row)
+    return digest.hexdigest()
+
+
+def recorded_text(moment: datetime) -> str:
+    """A fixed-width UTC time, so that the text sorts as the time does (also in SQL)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def recorded_now() -> str:
-    return datetime.now(UTC).isoformat()
+    """When a transaction recorded its events: one time for all of them, taken under the lock."""
+    return recorded_text(datetime.now(UTC))
 
 
 def extend(previous: str, positions: Sequence[int], events: Iterable[object],

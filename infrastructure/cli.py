@@ -220,10 +220,16 @@ def parse_date(text: str | None, field: str) -> date | None:
     if text is None:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise InvalidInput(f"{field} must be a date YYYY-MM-DD, got {text!r}",
                            field=field) from None
+    # The registry's dates lie between 1900 and 2999 (as over HTTP): due dates are counted from
+    # a day, and a day near the calendar's end would run past year 9999.
+    if not date(1900, 1, 1) <= day <= date(2999, 12, 31):
+        raise InvalidInput(f"{field} must lie between 1900-01-01 and 2999-12-31, got {text!r}",
+                           field=field)
+    return day
 
 
 def read_json(path: Path) -> Any:
@@ -761,7 +767,11 @@ def audit_state(
     knowledge, or a log position (combinable)."""
     def action(s: Session) -> dict[str, Any]:
         day, moment = _past(as_of, known_at)
-        state = s.registry().city_at(parse_id(city, "city_id"), day, moment, position)
+        limit = position
+        if moment is not None:  # what was known then: the transactions recorded by then
+            known = _stored_log(s).known_by(moment)
+            limit = known if limit is None else min(limit, known)
+        state = s.registry().city_at(parse_id(city, "city_id"), day, limit)
         return audit_state_view(*state)
     _run(ctx, as_json, action)
 

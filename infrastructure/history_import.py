@@ -52,7 +52,7 @@ def read(path: Path, summary: Summary) -> list[tuple[int, dict[str, Any], Histor
                 try:
                     rows.append((line, values, parse(HistoryRow, values)))
                 except InvalidInput as error:
-                    summary.refuse(line, values, error.message)
+                    summary.refuse(line, values, f"{error.code}: {error.message}")
             return rows
     except FileNotFoundError:
         raise InvalidInput(f"no such file: {path}", field="file") from None

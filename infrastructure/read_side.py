@@ -27,8 +27,11 @@ TABLE_OWNER = {table: name for name, p in PROJECTIONS.items() for table in p.key
 
 class ReadSide:
     def __init__(self, registry: Registry, store: ReadModelStore,
-                 runner: Callable[[Iterable[str]], ProjectionRunner], timezone: str) -> None:
+                 runner: Callable[[Iterable[str]], ProjectionRunner], timezone: str,
+                 known_by: Callable[[datetime], int]) -> None:
         self.registry, self.store, self.runner, self.timezone = registry, store, runner, timezone
+        # The last position recorded by a moment: whole transactions (the audit chain's time).
+        self.known_by = known_by
 
     def rows(self, table: str, as_of: date | None = None,
              known_at: datetime | None = None) -> list[Row]:
@@ -65,10 +68,13 @@ class ReadSide:
                          f"within {timeout:g} s")
 
     def _events(self, as_of: date | None, known_at: datetime | None) -> Iterable[object]:
+        # What was known at a moment is every transaction recorded by then, never half of one
+        # (the events of one save carry slightly different timestamps).
+        known = self.known_by(known_at) if known_at is not None else None
         for recorded in self.registry.read_log():
+            if known is not None and recorded.position > known:
+                return
             event = recorded.event
-            if known_at is not None and event.timestamp > known_at:
-                continue
             if as_of is not None and local_date(event.effective_at, self.timezone) > as_of:
                 continue
             yield event

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import nats
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, select, update
+from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from infrastructure.feed import Feed, FeedEvent
@@ -57,11 +57,13 @@ class RelayPositions:
     def set(self, relay: str, position: int) -> None:
         values = {"relay": relay, "position": position, "updated_at": datetime.now(UTC)}
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        insert = dialect.insert(self.table).values(values).on_conflict_do_nothing()
+        # One upsert: the rowcount of INSERT .. ON CONFLICT DO NOTHING is -1 on PostgreSQL (psycopg
+        # through SQLAlchemy), so "insert, and update when nothing was inserted" never updated.
+        upsert = dialect.insert(self.table).values(values).on_conflict_do_update(
+            index_elements=[self.table.c.relay],
+            set_={"position": position, "updated_at": values["updated_at"]})
         with self.engine.begin() as connection:
-            if connection.execute(insert).rowcount == 0:
-                connection.execute(update(self.table).where(self.table.c.relay == relay)
-                                   .values(position=position, updated_at=values["updated_at"]))
+            connection.execute(upsert)
 
 
 @dataclass

@@ -220,11 +220,16 @@ def masked(type_name: str, data: dict[str, Any]) -> dict[str, Any]:
     """The data with personal fields set to null (a copy; the input is not changed)."""
     if type_name != "application.submitted":
         return data
-    form = dict(data["form"])
+    return {**data, "form": masked_form(data["form"])}
+
+
+def masked_form(form: dict[str, Any]) -> dict[str, Any]:
+    """Part 1 of the form with the mayor's and contact's names, e-mail and phone set to null."""
+    masked = dict(form)
     for part, fields in PERSONAL.items():
-        if isinstance(form.get(part), dict):
-            form[part] = {k: (None if k in fields else v) for k, v in form[part].items()}
-    return {**data, "form": form}
+        if isinstance(masked.get(part), dict):
+            masked[part] = {k: (None if k in fields else v) for k, v in masked[part].items()}
+    return masked
 
 
 def schemas() -> dict[str, dict[str, Any]]:

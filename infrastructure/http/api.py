@@ -12,15 +12,16 @@ from uuid import UUID, uuid4
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field
 
 from application.clock import Clock
 from application.registry import Registry
-from domain.access import Action, authorise, in_scope
+from domain.access import PERSONAL_DATA, Action, authorise, in_scope
 from domain.acts import Actor
 from domain.applications import Status
 from domain.calendar import local_date
 from domain.errors import Forbidden, GnlcError, InvalidInput, NotAuthenticated
-from domain.forms import ApplicationForm, CountryCode, ProgressReport
+from domain.forms import ApplicationForm, CountryCode, IsoDate, IsoDateTime, ProgressReport
 from infrastructure.http import problems
 from infrastructure.http.idempotency import IdempotencyKeys, Outcome, fingerprint
 from infrastructure.http.limits import RateLimiter
@@ -52,6 +53,7 @@ from infrastructure.read_side import ReadSide
 from infrastructure.views import application_view, city_view, event_view, intake_view, plain
 from projections import answers
 from projections.base import Row
+from projections.public import masked_form
 
 MIN_POSITION_WAIT_SECONDS = 5.0
 
@@ -68,6 +70,8 @@ class Services:
     timezone: str
     # Runs for the server's lifetime (the in-process projection runner), or does nothing.
     background: Callable[[], AbstractContextManager[object]] = nullcontext
+    # The head of the audit hash chain, as (position, hash).
+    chain_head: Callable[[], tuple[int, str]] | None = None
 
 
 bearer = HTTPBearer(auto_error=False, description="a token from `gnlc tokens create`")
@@ -121,7 +125,7 @@ def request_id(request: Request) -> str:
 
 Caller = Annotated[Actor, Depends(authenticated)]
 IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", max_length=255,
+    alias="Idempotency-Key", min_length=1, max_length=255,
     description="a retry with the same key and body returns the first response")]
 ApplicationId = Annotated[UUID, Path(description="the application's id")]
 CityId = Annotated[UUID, Path(description="the city's id")]
@@ -243,11 +247,14 @@ def _commands(api: FastAPI, s: Services) -> None:
 # --- queries ---------------------------------------------------------------------------------
 
 Country = Annotated[CountryCode | None, Query(description="ISO 3166-1 alpha-2")]
-AsOf = Annotated[date | None, Query(
+# Days a query may name: reporting deadlines are counted up to the first one after `today`, so a
+# day near the calendar's end would run past year 9999 (and list thousands of cycles).
+Day = Annotated[IsoDate, Field(ge=date(1900, 1, 1), le=date(2999, 12, 31))]
+AsOf = Annotated[Day | None, Query(
     description="the network as it stood at the end of this day (business time)")]
-KnownAt = Annotated[datetime | None, Query(
+KnownAt = Annotated[IsoDateTime | None, Query(
     description="what the registry had recorded by this moment (ISO 8601 with offset)")]
-Today = Annotated[date | None, Query(description="the day deadlines are measured against")]
+Today = Annotated[Day | None, Query(description="the day deadlines are measured against")]
 MinPosition = Annotated[int | None, Query(
     ge=0, description="wait (at most 5 s) until the read models include this log position")]
 Year = Annotated[int | None, Query(ge=1900, le=9998)]
@@ -271,9 +278,10 @@ def _country(actor: Actor, asked: str | None) -> str | None:
 
 def _rows(s: Services, actor: Actor, table: str, as_of: date | None, known_at: datetime | None,
           min_position: int | None) -> list[Row]:
-    authorise(actor, Action.READ)
+    # The role's permission; the rows are narrowed to the actor's own scope afterwards.
+    authorise(actor, Action.READ, actor.country, actor.city_id)
     if as_of is not None or known_at is not None:
-        authorise(actor, Action.READ_PAST)
+        authorise(actor, Action.READ_PAST, actor.country, actor.city_id)
         if known_at is not None and known_at.tzinfo is None:
             raise InvalidInput("known_at must carry a UTC offset (e.g. +01:00)", field="known_at")
         return s.read_side.rows(table, as_of, known_at)
@@ -308,7 +316,7 @@ def _queries(api: FastAPI, s: Services) -> None:
 
     @api.get("/deadlines", response_model=list[DeadlineRow], tags=["queries"])
     def deadlines(actor: Caller, today: Today = None, overdue: bool = False,
-                  due_before: date | None = None, country: Country = None,
+                  due_before: Annotated[Day | None, Query()] = None, country: Country = None,
                   min_position: MinPosition = None) -> list[Row]:
         code = _country(actor, country)
         rows = _rows(s, actor, "deadlines", None, None, min_position)
@@ -327,7 +335,10 @@ def _queries(api: FastAPI, s: Services) -> None:
     @api.get("/applications/{application_id}", response_model=ApplicationView,
              tags=["applications"])
     def application(application_id: ApplicationId, actor: Caller) -> dict[str, Any]:
-        return application_view(reg.application_for(actor, application_id))
+        view = application_view(reg.application_for(actor, application_id))
+        if PERSONAL_DATA not in actor.scopes:
+            view["form"] = masked_form(view["form"])
+        return view
 
     @api.get("/cities/{city_id}", response_model=CityView, tags=["cities"])
     def city(city_id: CityId, actor: Caller) -> dict[str, Any]:
@@ -336,7 +347,12 @@ def _queries(api: FastAPI, s: Services) -> None:
     @api.get("/cities/{city_id}/history", response_model=list[EventView], tags=["cities"])
     def history(city_id: CityId, actor: Caller) -> list[dict[str, Any]]:
         reg.city_for(actor, city_id)
-        return [event_view(r) for r in reg.history(city_id)]
+        views = [event_view(r) for r in reg.history(city_id)]
+        if PERSONAL_DATA not in actor.scopes:
+            for view in views:
+                if isinstance(view["data"].get("form"), dict):
+                    view["data"]["form"] = masked_form(view["data"]["form"])
+        return views
 
 
 # --- probes ----------------------------------------------------------------------------------
@@ -350,10 +366,13 @@ def _probes(api: FastAPI, s: Services) -> None:
     @api.get("/ready", response_model=Readiness, tags=["probes"],
              responses={503: problems.RESPONSE})
     def ready() -> dict[str, Any]:
-        """The database answers; the body shows how far each projection lags behind the log."""
+        """The database answers; the body shows how far each projection lags behind the log,
+        and the head of the audit hash chain."""
         head = s.registry.recorder.max_notification_id() or 0
         positions = s.read_side.store.positions()
+        chain = s.chain_head() if s.chain_head else None
         return {"ready": True, "head": head, "projections": {
             name: {"position": position, "lag_events": head - position}
-            for name, (position, _) in sorted(positions.items())}}
+            for name, (position, _) in sorted(positions.items())},
+            "audit_head": {"position": chain[0], "hash": chain[1]} if chain else None}
 

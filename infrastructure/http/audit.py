@@ -10,11 +10,12 @@ from fastapi import FastAPI, Path, Query
 from pydantic import BaseModel
 
 from application.registry import Registry
-from domain.access import Action, authorise
+from domain.access import PERSONAL_DATA, Action, authorise
 from domain.errors import InvalidInput
 from infrastructure.audit import StoredLog
 from infrastructure.http.api import Caller
 from infrastructure.views import application_view, city_view
+from projections.public import masked_form
 
 
 class ChainHead(BaseModel):
@@ -50,6 +51,12 @@ def add_audit_routes(api: FastAPI, registry: Registry, log: StoredLog) -> None:
         if known_at is not None and known_at.tzinfo is None:
             raise InvalidInput("known_at must carry a UTC offset (e.g. +01:00)", field="known_at")
         registry.city(city_id)  # not_found for a city never registered
-        city, applications = registry.city_at(city_id, as_of, known_at, position)
-        return {"city": city_view(city) if city is not None else None,
-                "applications": [application_view(a) for a in applications]}
+        if known_at is not None:  # what was known then: the transactions recorded by then
+            known = log.known_by(known_at)
+            position = known if position is None else min(position, known)
+        city, applications = registry.city_at(city_id, as_of, position)
+        views = [application_view(a) for a in applications]
+        if PERSONAL_DATA not in actor.scopes:
+            for view in views:
+                view["form"] = masked_form(view["form"])
+        return {"city": city_view(city) if city is not None else None, "applications": views}

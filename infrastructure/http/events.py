@@ -122,11 +122,14 @@ def _start(last_event_id: str | None, after: int | None) -> int | None:
 
 async def _events(request: Request, feed: Feed, watcher: HeadWatcher, after: int, where: Filter,
                   personal: bool, heartbeat: float) -> AsyncIterator[str]:
-    """Pages read in a worker thread (a slow client holds only its own generator)."""
+    """Pages read in a worker thread (a slow client holds only its own generator).
+
+    A page goes out in one write: message by message, a client gone mid-page would still be
+    written the rest of the page (the loop does not notice in between), each write logged."""
     while not await request.is_disconnected():
         found, after = await run_in_threadpool(feed.page, after, STREAM_PAGE, where)
-        for event in found:
-            yield _message(event, personal)
+        if found:
+            yield "".join(_message(event, personal) for event in found)
         if not found and not await watcher.wait_beyond(after, heartbeat):
             yield ": heartbeat\n\n"
 

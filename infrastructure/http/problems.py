@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from domain.errors import (
     Conflict,
@@ -90,6 +91,15 @@ def _validation_field(error: dict[str, Any]) -> str | None:
     return ".".join(parts) or None
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method the path answers to: the router's 405 names only its first route's."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if route.matches(request.scope)[0] != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def install(api: FastAPI) -> None:
     """Map every exception to a problem response."""
 
@@ -111,10 +121,14 @@ def install(api: FastAPI) -> None:
                                   field))
 
     @api.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        code = {400: "malformed_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            error.status_code, "http_error")
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
         return response(error.status_code, body(error.status_code, code, str(error.detail)),
-                        dict(error.headers or {}))
+                        headers)
 
     @api.exception_handler(TooManyRequests)
     async def too_many(_: Request, error: TooManyRequests) -> JSONResponse:

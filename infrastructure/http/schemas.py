@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.forms import ShortText, Text
+from domain.forms import IsoDate, ShortText, Text
 
 
 class Body(BaseModel):
@@ -21,12 +21,12 @@ Year = Field(ge=1900, le=9998)
 
 class IntakeRequest(Body):
     year: int = Year
-    opens: date | None = None
-    closes: date | None = None
+    opens: IsoDate | None = None
+    closes: IsoDate | None = None
 
 
 class ExtensionRequest(Body):
-    closes: date
+    closes: IsoDate
     reason: Reason
 
 
@@ -212,10 +212,16 @@ class ProjectionState(BaseModel):
     lag_events: int
 
 
+class AuditHead(BaseModel):
+    position: int
+    hash: str
+
+
 class Readiness(BaseModel):
     ready: bool
     head: int
     projections: dict[str, ProjectionState]
+    audit_head: AuditHead | None
 
 
 class Health(BaseModel):
