@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="fail, instead of skipping, when PostgreSQL is unreachable (CI)")
     parser.addoption("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/test",
                      help="the PostgreSQL database the tests create their schemas in")
+    parser.addoption("--require-nats", action="store_true",
+                     help="fail, instead of skipping, when NATS is unreachable (CI)")
+    parser.addoption("--nats-url", default="nats://127.0.0.1:4222",
+                     help="the NATS server with JetStream the relay tests publish to")
+
+
+@pytest.fixture(scope="session")
+def nats_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.config.getoption("--nats-url")
+    host, _, port = url.removeprefix("nats://").partition(":")
+    try:
+        socket.create_connection((host, int(port or 4222)), timeout=3).close()
+    except OSError:
+        if request.config.getoption("--require-nats"):
+            pytest.fail(f"NATS is required but unreachable at {url}")
+        pytest.skip(f"NATS unreachable at {url}")
+    return url
 
 
 def _postgres_available(url: str) -> bool:

@@ -31,7 +31,6 @@ from tests.live_server import LiveServer
 from tests.test_event_stream import SseParser
 from tests.test_feed import feed_positions, read_feed
 
-NATS_URL = "nats://127.0.0.1:4222"
 TIMEOUT = 60.0
 
 MAYORS = {"Hamburg": "Zebulon Quillfeather", "Lyon": "Ottoline Vasquez-Brandt"}
@@ -231,10 +230,10 @@ async def published(target: NatsTarget, count: int) -> list[Any]:
 
 
 def test_events_published_on_nats_never_carry_personal_values(
-    api: LiveServer, applicants: dict[str, Any], settings: Settings
+    api: LiveServer, applicants: dict[str, Any], settings: Settings, nats_url: str
 ) -> None:
     unique = uuid.uuid4().hex[:10]
-    target = NatsTarget(url=NATS_URL, stream=f"GNLC_MASKING_{unique}",
+    target = NatsTarget(url=nats_url, stream=f"GNLC_MASKING_{unique}",
                         prefix=f"gnlc-masking.{unique}")
     with api.client(api.token("reader", Role.SUBSCRIBER)) as client:
         expected = read_feed(client)

@@ -8,8 +8,8 @@ event ids in position order (its `Nats-Msg-Id`s), with the matching `Gnlc-Positi
 subjects: a duplicate, a gap or a swap would show. Each test uses a stream and a subject prefix of
 its own, deleted at its end.
 
-The server is `GNLC_NATS_URL` (default nats://127.0.0.1:4222); the tests are skipped when it is
-unreachable, unless `GNLC_REQUIRE_NATS=1` (CI), when they fail.
+The server is `--nats-url` (default nats://127.0.0.1:4222); the tests are skipped when it is
+unreachable, unless `--require-nats` (CI), when they fail.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ from infrastructure.relay import POSITION_HEADER, NatsTarget, RelayPositions
 from infrastructure.settings import Settings
 from tests.synthetic import generate
 
-NATS_URL = os.environ.get("GNLC_NATS_URL", "nats://127.0.0.1:4222")
 CRASH_EVENTS = 12_000  # written during the crash test (the requirement: at least 10,000)
 KILLS = 5
 CHUNK_EVENTS = 600  # the writer's steps: generate() writes ~200 events per transaction
@@ -58,24 +57,6 @@ JOIN_SECONDS = 30.0
 
 
 # --- the server, the streams and the relay processes -----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def nats_url() -> str:
-    async def reachable() -> bool:
-        try:
-            connection = await nats.connect(NATS_URL, connect_timeout=3,
-                                            max_reconnect_attempts=0, allow_reconnect=False)
-        except Exception:
-            return False
-        await connection.close()
-        return True
-
-    if not asyncio.run(reachable()):
-        if os.environ.get("GNLC_REQUIRE_NATS") == "1":
-            pytest.fail(f"NATS is required but unreachable at {NATS_URL}")
-        pytest.skip(f"NATS unreachable at {NATS_URL}")
-    return NATS_URL
 
 
 @pytest.fixture
