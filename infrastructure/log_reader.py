@@ -12,11 +12,13 @@ but in a top-level value, or any error (the mapper then raises its own)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from datetime import date, datetime
 from typing import Any, cast
 from uuid import UUID, SafeUUID
 
 import orjson
 from eventsourcing.persistence import (
+    DatetimeAsISO,
     JSONTranscoder,
     Mapper,
     StoredEvent,
@@ -29,6 +31,8 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import resolve_topic
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
+
+from application.registry import DateAsISO
 
 # notification id, topic, originator id (as the recorder's driver returns it), version, state
 Row = tuple[int, str, Any, int, bytes]
@@ -51,10 +55,15 @@ def uuid_from_hex(text: str) -> UUID:
     return uuid
 
 
-class FastUUIDAsHex(UUIDAsHex):
-    def decode(self, data: str) -> UUID:
-        assert isinstance(data, str)
-        return uuid_from_hex(data)
+def decoders(transcoder: object) -> dict[str, Callable[[Any], Any]]:
+    """Each transcoding's `decode` by name; for the library's and gnlc's own transcodings of
+    UUIDs, datetimes and dates the function they call (any error falls back to the mapper)."""
+    direct: dict[type, Callable[[Any], Any]] = {
+        UUIDAsHex: uuid_from_hex, DatetimeAsISO: datetime.fromisoformat,
+        DateAsISO: date.fromisoformat}
+    names: dict[str, Transcoding] = getattr(transcoder, "names", {})
+    return {name: direct.get(type(transcoding), transcoding.decode)
+            for name, transcoding in names.items()}
 
 
 class LogReader:
@@ -121,9 +130,7 @@ class EventDecoder:
         transcoder = mapper.transcoder
         self.fast = (mapper.cipher is None and mapper.compressor is None
                      and type(transcoder) is JSONTranscoder)
-        self.names: dict[str, Transcoding] = {
-            name: FastUUIDAsHex() if type(transcoding) is UUIDAsHex else transcoding
-            for name, transcoding in getattr(transcoder, "names", {}).items()}
+        self.decoders = decoders(transcoder)
         # topic -> (event class, id convertor), or None where only the mapper will do
         self.classes: dict[str, tuple[type, Callable[[Any], Any]] | None] = {}
         # topic -> the top-level keys that held transcoded values so far
@@ -164,12 +171,12 @@ class EventDecoder:
         """Decode the `{"_type_", "_data_"}` values of `keys` in place, as the library's object
         hook does; return how many there were."""
         decoded = 0
-        names = self.names
+        decoders = self.decoders
         for key in keys:
             value = data.get(key)
             if type(value) is dict and len(value) == 2 and "_type_" in value \
                     and "_data_" in value:
-                data[key] = names[value["_type_"]].decode(value["_data_"])
+                data[key] = decoders[value["_type_"]](value["_data_"])
                 decoded += 1
         return decoded
 

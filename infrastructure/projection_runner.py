@@ -326,6 +326,11 @@ class Folder:
                          if not (shared and name == "deadlines")}
         self.also = {"members": ("deadlines",)} if shared else {}
         self.topics = sorted({get_topic(c) for p in self.building.values() for c in p.handles()})
+        # topic -> the projections whose `apply` may do something with its events
+        self.targets = {topic: [(name, p) for name, p in self.building.items()
+                                if topic in {get_topic(c) for c in p.handles()}
+                                or type(p).apply is not Projection.apply]
+                        for topic in self.topics}
         self.position = 0
 
     def fold(self, target: int, progress: Callable[[int, int], None] | None = None) -> int:
@@ -342,11 +347,10 @@ class Folder:
         return self.position
 
     def _apply(self, rows: Iterable[LogRow]) -> None:
-        targets = list(self.building.items())
-        decode = self.decode
+        decode, targets = self.decode, self.targets
         for row in rows:
             event = decode(row)
-            for name, projection in targets:
+            for name, projection in targets[row[1]]:
                 try:
                     projection.apply(event)
                 except Exception as error:
