@@ -338,6 +338,8 @@ class Folder:
         while self.position < target:
             rows = self.reader.page(self.position + 1, target, self.topics, self.batch_size)
             self._apply(rows)
+            for projection in self.building.values():
+                projection.forget_changes()  # every row is written at the end anyway
             self.position = target if len(rows) < self.batch_size else rows[-1][0]
             # What is folded stays until it is written: keep the collector's full collections
             # from rescanning it again and again (a third of the CPU).
