@@ -163,7 +163,7 @@ class EventDecoder:
         cls, convert = found
         data["originator_id"] = convert(originator_id)
         data["originator_version"] = version
-        event = object.__new__(cls)
+        event: Any = object.__new__(cls)
         object.__setattr__(event, "__dict__", data)
         return event
 

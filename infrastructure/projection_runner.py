@@ -2,7 +2,11 @@
 
 It reads the log in batches with the library's `select_notifications` and writes each batch's rows
 and positions in one transaction; PostgreSQL wakes it through the library's NOTIFY channel, SQLite
-is polled. One runner works on a projection at a time (a lock per projection)."""
+is polled. One runner works on a projection at a time (a lock per projection).
+
+A rebuild reads the log fast (`log_reader`: rows straight from the events table, decoded with
+orjson into the library's own event objects) and, on a large log, folds the projections that read
+no topic in common in two processes; the swap stays one transaction here."""
 
 from __future__ import annotations
 
