@@ -256,13 +256,13 @@ class ProjectionRunner:
         for name in names:
             self.store.prepare_rebuild(PROJECTIONS[name])
         groups = disjoint_groups([PROJECTIONS[name] for name in names])
-        head = self.registry.recorder.max_notification_id() or 0
-        parallel = len(groups) > 1 and head >= self.parallel_from and (os.cpu_count() or 1) > 1
-        local = Folder(self.registry, [c for g in groups for c in g] if not parallel
-                       else groups[0], self.timezone, self.batch_size)
-        workers = [FoldWorker(self._worker_spec(group)) for group in groups[1:]] \
-            if parallel else []
+        specs = self._worker_specs(groups[1:])
+        local = Folder(self.registry, groups[0] if specs else [c for g in groups for c in g],
+                       self.timezone, self.batch_size)
+        workers: list[FoldWorker] = []
         try:
+            for spec in specs:
+                workers.append(FoldWorker(spec))
             return self._fold_and_swap(names, local, workers, progress)
         except ProjectionFailed as failure:
             self.failed.add(failure.name)
@@ -291,6 +291,19 @@ class ProjectionRunner:
                 return position
             except Conflict:
                 continue  # a live runner moved past us: catch up to it, then swap
+
+    def _worker_specs(self, groups: Sequence[Sequence[type[Projection]]]) -> list[WorkerSpec]:
+        """One for each group to fold in a worker process; none when the log is small, there
+        is one core, or a group cannot be sent to a process (a class defined in a function)."""
+        head = self.registry.recorder.max_notification_id() or 0
+        if not groups or head < self.parallel_from or (os.cpu_count() or 1) < 2:
+            return []
+        specs = [self._worker_spec(group) for group in groups]
+        try:
+            pickle.dumps(specs)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return []
+        return specs
 
     def _worker_spec(self, group: Sequence[type[Projection]]) -> WorkerSpec:
         url = self.store.engine.url.render_as_string(hide_password=False)

@@ -700,3 +700,20 @@ def test_the_fast_decoder_leaves_to_the_library_what_it_does_not_decode_itself(
     originator = uuid.UUID("0123456789abcdef0123456789abcdef")
     for topic in (get_topic(City.Registered), get_topic(CityApplication.Endorsed)):
         _as_library_makes_it(decoder, (1, topic, originator, 1, state))
+
+
+def test_a_projection_class_a_worker_process_cannot_import_is_rebuilt_in_this_process(
+    settings: Settings, registry: Registry, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Members(MembersProjection):  # defined here: a worker process cannot import it
+        pass
+
+    store = build_read_models(settings)
+    try:
+        generate(registry, 1000, seed=16)
+        runner = build_runner(settings, registry, store, batch_size=500)
+        before = rebuilt_in(runner, parallel=False)
+        monkeypatch.setitem(PROJECTIONS, "members", Members)
+        assert rebuilt_in(runner, parallel=True) == before
+    finally:
+        store.engine.dispose()
