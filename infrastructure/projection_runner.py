@@ -410,6 +410,7 @@ class FoldWorker:
         os.close(from_parent)
         os.close(to_parent)
         self.commands, self.replies = os.fdopen(to_child, "wb"), os.fdopen(from_child, "rb")
+        self.busy = False  # a build was asked for and has not been answered
         self._send(spec)
 
     def _send(self, message: object) -> None:
@@ -419,12 +420,14 @@ class FoldWorker:
     def start_build(self, target: int) -> None:
         """Fold up to `target`, then write every row (it runs while this process folds)."""
         self._send(("build", target))
+        self.busy = True
 
     def wait_built(self) -> int:
         try:
             reply, detail = pickle.load(self.replies)
         except EOFError:
             raise RuntimeError("a rebuild worker exited (its error is on stderr)") from None
+        self.busy = False
         if reply == "failed":
             name, position, topic, error = detail
             raise ProjectionFailed(name, position, topic, error)
@@ -433,6 +436,10 @@ class FoldWorker:
         return int(detail)
 
     def close(self) -> None:
+        """Stop the worker; one still building (this rebuild failed) is killed: its fresh
+        tables are dropped and made again by the next rebuild."""
+        if self.busy:
+            self.process.kill()
         with contextlib.suppress(OSError):
             self._send(("stop", 0))
         for pipe in (self.commands, self.replies):

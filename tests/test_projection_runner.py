@@ -49,6 +49,7 @@ from infrastructure.projection_runner import (
 )
 from infrastructure.readmodels import ReadModelStore
 from infrastructure.settings import Settings
+from projections.applications import ApplicationsProjection
 from projections.base import Row
 from projections.catalogue import PROJECTIONS, fold
 from projections.members import MembersProjection
@@ -627,6 +628,33 @@ def test_a_projection_failing_in_a_rebuild_worker_fails_the_rebuild_and_leaves_t
         assert "ValueError: report handler is broken" in str(failed.value)
         assert stored_text(store) == before
         assert all(generation == 1 for _, generation in store.positions().values())
+    finally:
+        store.engine.dispose()
+
+
+class BrokenApplications(ApplicationsProjection):
+    """An applications projection with a bug: it fails on every endorsement (folded here, while
+    the worker process still folds `members`)."""
+
+    def _endorsed(self, e: Any) -> None:
+        raise ValueError("endorsement handler is broken")
+
+    handlers = {**ApplicationsProjection.handlers, CityApplication.Endorsed: _endorsed}
+
+
+def test_a_projection_failing_beside_a_busy_worker_fails_the_rebuild_and_stops_the_worker(
+    settings: Settings, registry: Registry, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = build_read_models(settings)
+    try:
+        generate(registry, 2000, seed=17)
+        runner = build_runner(settings, registry, store, batch_size=500)
+        before = rebuilt_in(runner, parallel=False)
+        monkeypatch.setitem(PROJECTIONS, "applications", BrokenApplications)
+        with pytest.raises(ProjectionFailed) as failed:
+            rebuilt_in(runner, parallel=True)
+        assert failed.value.name == "applications" and "Endorsed" in failed.value.topic
+        assert stored_text(store) == before
     finally:
         store.engine.dispose()
 
