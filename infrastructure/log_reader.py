@@ -67,7 +67,10 @@ def decoders(transcoder: object) -> dict[str, Callable[[Any], Any]]:
 
 
 class LogReader:
-    """Pages of rows (`Row`) of the given topics, in notification order, from either recorder."""
+    """Rows (`Row`) of the given topics between two notification ids, in order, from either
+    recorder. The caller keeps the range short (a page): with a LIMIT instead, PostgreSQL's plan
+    for a freshly written table (no statistics yet) sorts every row after `start` for each page,
+    which makes reading the log quadratic."""
 
     def __init__(self, recorder: object) -> None:
         if isinstance(recorder, SQLiteApplicationRecorder):
@@ -77,25 +80,25 @@ class LogReader:
         else:
             raise TypeError(f"no fast read for {type(recorder).__name__}")
 
-    def page(self, start: int, stop: int, topics: Sequence[str], limit: int) -> list[Row]:
-        """At most `limit` rows with start <= notification id <= stop."""
-        return self.select(start, stop, list(topics), limit)
+    def page(self, start: int, stop: int, topics: Sequence[str]) -> list[Row]:
+        """The rows with start <= notification id <= stop."""
+        return self.select(start, stop, list(topics))
 
     @staticmethod
     def _sqlite(recorder: SQLiteApplicationRecorder
-                ) -> Callable[[int, int, list[str], int], list[Row]]:
+                ) -> Callable[[int, int, list[str]], list[Row]]:
         table = recorder.events_table_name
         as_uuid = recorder.datastore.originator_id_type == "uuid"
 
-        def select(start: int, stop: int, topics: list[str], limit: int) -> list[Row]:
+        def select(start: int, stop: int, topics: list[str]) -> list[Row]:
             statement = (
                 f"SELECT rowid, topic, originator_id, originator_version, state FROM {table} "
                 f"WHERE rowid>=? AND rowid<=? AND topic IN ({','.join('?' * len(topics))}) "
-                "ORDER BY rowid LIMIT ?")
+                "ORDER BY rowid")
             with recorder.datastore.transaction(commit=False) as cursor:
                 raw = cursor.sqlite_cursor
                 raw.row_factory = None
-                raw.execute(statement, [start, stop, *topics, limit])
+                raw.execute(statement, [start, stop, *topics])
                 rows: list[Row] = raw.fetchall()
             if as_uuid:
                 return [(i, t, uuid_from_hex(o), v, s) for i, t, o, v, s in rows]
@@ -105,18 +108,18 @@ class LogReader:
 
     @staticmethod
     def _postgres(recorder: PostgresApplicationRecorder
-                  ) -> Callable[[int, int, list[str], int], list[Row]]:
+                  ) -> Callable[[int, int, list[str]], list[Row]]:
         statement = SQL(
             "SELECT notification_id, topic, originator_id, originator_version, state "
             "FROM {schema}.{table} WHERE notification_id >= %s AND notification_id <= %s "
-            "AND topic = ANY(%s) ORDER BY notification_id LIMIT %s"
+            "AND topic = ANY(%s) ORDER BY notification_id"
         ).format(schema=Identifier(recorder.datastore.schema),
                  table=Identifier(recorder.events_table_name))
 
-        def select(start: int, stop: int, topics: list[str], limit: int) -> list[Row]:
+        def select(start: int, stop: int, topics: list[str]) -> list[Row]:
             with recorder.datastore.get_connection() as connection, \
                     connection.cursor(row_factory=tuple_row, binary=True) as cursor:
-                cursor.execute(statement, [start, stop, topics, limit], prepare=True)
+                cursor.execute(statement, [start, stop, topics], prepare=True)
                 return cast(list[Row], cursor.fetchall())
 
         return select

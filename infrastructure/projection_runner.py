@@ -353,11 +353,12 @@ class Folder:
     def fold(self, target: int, progress: Callable[[int, int], None] | None = None) -> int:
         """Apply the events after the position reached so far, up to `target`."""
         while self.position < target:
-            rows = self.reader.page(self.position + 1, target, self.topics, self.batch_size)
-            self._apply(rows)
+            # A page is `batch_size` notification ids (fewer rows: other topics are left out).
+            end = min(target, self.position + self.batch_size)
+            self._apply(self.reader.page(self.position + 1, end, self.topics))
             for projection in self.building.values():
                 projection.forget_changes()  # every row is written at the end anyway
-            self.position = target if len(rows) < self.batch_size else rows[-1][0]
+            self.position = end
             # What is folded stays until it is written: keep the collector's full collections
             # from rescanning it again and again (a third of the CPU).
             gc.freeze()

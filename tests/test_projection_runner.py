@@ -691,7 +691,7 @@ def test_the_fast_read_decodes_every_event_as_the_library_does(registry: Registr
     head = registry.recorder.max_notification_id() or 0
     notifications = registry.recorder.select_notifications(1, head + 1)
     topics = sorted({n.topic for n in notifications})
-    rows = LogReader(registry.recorder).page(1, head, topics, head + 1)
+    rows = LogReader(registry.recorder).page(1, head, topics)
     assert [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows] == [
         (n.id, n.topic, n.originator_id, n.originator_version, n.state) for n in notifications]
     decoder = EventDecoder(registry.mapper)
