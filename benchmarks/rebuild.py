@@ -2,7 +2,7 @@
 
 Run from the repository root:  .venv/bin/python benchmarks/rebuild.py [--events 1000000]
               [--backends sqlite,postgres] [--commands 200] [--repeat 1] [--cache DIR]
-              [--profile] [--skip-each] [--prototype [serial|ablate]]
+              [--profile] [--skip-each] [--verify] [--prototype [serial|ablate]]
 
 Per backend, on a fresh store (a temporary SQLite file, or a PostgreSQL schema dropped afterwards):
 generate the network (benchmarks/network.py, not timed), then in this one run measure
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import hashlib
 import io
 import json
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,7 +61,7 @@ from infrastructure.bootstrap import (
     read_model_url,
 )
 from infrastructure.settings import Settings
-from projections.catalogue import PROJECTIONS
+from projections.catalogue import PROJECTIONS, fold
 
 PAGE = 5000  # notifications per select_notifications call in the raw read
 LAG_YEAR = 2031  # an intake far after the network's, opened for the lag measurement
@@ -80,6 +81,11 @@ TARGET_LAG_P99_MS = {"sqlite": 250.0, "postgres": 100.0}
 def peak_mb() -> float:
     """ru_maxrss of this process (KiB on Linux): its peak resident memory so far, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def children_peak_mb() -> float:
+    """The peak resident memory of the largest child process waited for (a rebuild's worker)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 # --- child processes ---------------------------------------------------------------------------
@@ -132,8 +138,12 @@ class Clock:
         self.wall, self.cpu = time.perf_counter(), cpu_seconds()
 
     def stop(self) -> dict[str, Any]:
+        """`peak_mb`: this process's peak plus its largest child's (a rebuild's worker process),
+        as if both had peaked at the same moment."""
         return {"seconds": time.perf_counter() - self.wall, "cpu": cpu_seconds() - self.cpu,
-                "load": (self.load, os.getloadavg()[0]), "peak_mb": peak_mb()}
+                "load": (self.load, os.getloadavg()[0]),
+                "peak_mb": peak_mb() + children_peak_mb(),
+                "self_peak_mb": peak_mb(), "children_peak_mb": children_peak_mb()}
 
 
 def raw_read_phase(url: str) -> dict[str, Any]:
@@ -226,17 +236,33 @@ def table_rows(store: Any) -> dict[str, int]:
                 for t in store.schema.live()}
 
 
+def rows_digest(rows: Iterable[dict[str, Any]]) -> str:
+    """A digest of rows whatever their order (SQL sorts text by the database's collation)."""
+    digest = hashlib.sha256()
+    for line in sorted(json.dumps(dict(row), default=str, sort_keys=True) for row in rows):
+        digest.update(line.encode())
+    return digest.hexdigest()[:16]
+
+
 def table_digests(store: Any) -> dict[str, str]:
-    """A digest of each live table's rows, in key order (after the measurement: not timed)."""
-    digests = {}
+    """A digest of each live table's rows (after the measurement: not timed)."""
     with store.engine.connect() as connection:
-        for table in store.schema.live():
-            digest = hashlib.sha256()
-            for row in connection.execute(
-                    select(table).order_by(*table.primary_key.columns)).mappings():
-                digest.update(json.dumps(dict(row), default=str, sort_keys=True).encode())
-            digests[table.name] = digest.hexdigest()[:16]
-    return digests
+        return {table.name: rows_digest(connection.execute(select(table)).mappings())
+                for table in store.schema.live()}
+
+
+def reference_phase(url: str) -> dict[str, str]:
+    """The digests of the rows a fold in memory of the library's own decoding of the log gives
+    (`projections.catalogue.fold` over `registry.read_log()`): what every rebuild must store."""
+    settings = Settings(database_url=url)
+    registry = build_registry(settings)
+    try:
+        gc.freeze()  # as a rebuild does: without it, the collector rescans the folded rows
+        folded = fold((recorded.event for recorded in registry.read_log()), settings.timezone)
+    finally:
+        registry.close()
+    return {table: rows_digest(projection.tables[table].values())
+            for projection in folded.values() for table in projection.keys}
 
 
 # --- lag ---------------------------------------------------------------------------------------
@@ -471,6 +497,13 @@ def print_results(results: Sequence[BackendResult]) -> None:
             return ", ".join(f"{events / s:,.0f}" for s in m["all_seconds"])
 
         print(f"\n{r.backend}: {r.generation}")
+        if "verified" in r.rebuild:
+            print(f"{r.backend}: verify: the full rebuild's rows "
+                  + ("equal" if r.rebuild["verified"] else "DIFFER FROM")
+                  + " a fold in memory of the library's decoding of the log")
+        print(f"{r.backend}: peak MB of the full rebuild = its process's "
+              f"{r.rebuild['self_peak_mb']:.0f} + its worker process's "
+              f"{r.rebuild['children_peak_mb']:.0f} (the sum of both peaks)")
         print(f"{r.backend}: raw read runs {runs(r.raw)} ev/s, full rebuild runs "
               f"{runs(r.rebuild)} ev/s (the median reported); lag over {len(r.lag['lags'])} "
               f"admissions ({r.lag['timeouts']} timeouts), the runner caught up in "
@@ -563,7 +596,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> BackendResult:
             say(f"raw: {events / raws[-1]['seconds']:,.0f} events/s")
             say("full rebuild: all projections in one pass, as `gnlc projections rebuild`")
             rebuilds.append(in_child(rebuild_phase, url, [list(PROJECTIONS)], None,
-                                     first and bool(variants)))
+                                     first and (bool(variants) or args.verify)))
             say(f"rebuild: {events / rebuilds[-1]['seconds']:,.0f} events/s")
             for label, flags in variants.items():
                 say(f"prototype, {label}")
@@ -575,6 +608,12 @@ def run_backend(backend: str, args: argparse.Namespace) -> BackendResult:
         for label, runs in trials.items():
             prototypes[label] = median_run(runs)
             prototypes[label]["digest"] = runs[0]["digest"]
+        if args.verify:
+            say("verify: a fold in memory of the library's decoding of the log (not timed)")
+            reference = in_child(reference_phase, url)
+            rebuild["verified"] = reference == rebuild["digest"]
+            say("verify: " + ("the rebuilt tables hold exactly its rows" if rebuild["verified"]
+                              else f"ROWS DIFFER: {reference} != {rebuild['digest']}"))
         each = None
         if not args.skip_each:
             say("each projection rebuilt alone, one after the other")
@@ -619,6 +658,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "there on later runs (e.g. /tmp/gnlc-bench-cache)")
     parser.add_argument("--profile", action="store_true",
                         help="also cProfile a full rebuild per backend (printed to stderr)")
+    parser.add_argument("--verify", action="store_true",
+                        help="check that the full rebuild stored exactly the rows of a fold in "
+                             "memory of the library's own decoding of the log")
     parser.add_argument("--skip-each", action="store_true",
                         help="skip the rebuilds of each projection alone")
     parser.add_argument("--repeat", type=int, default=1,

@@ -2,7 +2,11 @@
 
 It reads the log in batches with the library's `select_notifications` and writes each batch's rows
 and positions in one transaction; PostgreSQL wakes it through the library's NOTIFY channel, SQLite
-is polled. One runner works on a projection at a time (a lock per projection)."""
+is polled. One runner works on a projection at a time (a lock per projection).
+
+A rebuild reads the log fast (`log_reader`: rows straight from the events table, decoded with
+orjson into the library's own event objects) and, on a large log, folds the projections that read
+no topic in common in two processes; the swap stays one transaction here."""
 
 from __future__ import annotations
 
@@ -10,7 +14,12 @@ import contextlib
 import fcntl
 import gc
 import hashlib
+import os
+import pickle
+import subprocess
+import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,9 +29,12 @@ from typing import IO, Any
 import psycopg
 from eventsourcing.utils import get_topic
 from psycopg import sql
+from sqlalchemy.engine import make_url
 
 from application.registry import Registry
-from infrastructure.readmodels import NEXT, Conflict, ReadModelStore
+from infrastructure.log_reader import EventDecoder, LogReader
+from infrastructure.log_reader import Row as LogRow
+from infrastructure.readmodels import NEXT, Conflict, ReadModelStore, read_model_engine
 from infrastructure.store import EventStoreLocation
 from projections.base import Projection
 from projections.catalogue import PROJECTIONS
@@ -228,49 +240,256 @@ class ProjectionRunner:
 
     # --- rebuilds ------------------------------------------------------------------------------
 
+    # From this many events in the log, a rebuild of projections that read disjoint topics folds
+    # them in two processes (below it, starting the second one costs more than it saves).
+    parallel_from = 100_000
+
     def rebuild(self, names: str | Sequence[str],
                 progress: Callable[[int, int], None] | None = None) -> int:
-        """Fold projections from zero in one pass over the log, into fresh tables, then swap
-        them in (the live tables answer until then). Returns the position they reached."""
+        """Fold projections from zero into fresh tables, then swap them in (the live tables
+        answer until then). Returns the position they reached.
+
+        One pass over the log read fast (`log_reader`); projections that read no topic in common
+        are folded in a process of their own when the log is large, each writing its own fresh
+        tables; the swap of them all is one transaction here, as it is without processes."""
         names = [names] if isinstance(names, str) else list(names)
         for name in names:
             self.store.prepare_rebuild(PROJECTIONS[name])
-        # `deadlines` keeps exactly the rows of `members` (the same handlers under another table
-        # name): fold them once and write the rows to both tables.
-        shared = {"members", "deadlines"} <= set(names) and \
-            PROJECTIONS["deadlines"].handlers is PROJECTIONS["members"].handlers
-        building = {name: Tracked(PROJECTIONS[name](self.timezone), 0, 0)
-                    for name in names if not (shared and name == "deadlines")}
-        topics = sorted({get_topic(c) for t in building.values() for c in t.projection.handles()})
-        position = 0
+        groups = disjoint_groups([PROJECTIONS[name] for name in names])
+        specs = self._worker_specs(groups[1:])
+        local = Folder(self.registry, groups[0] if specs else [c for g in groups for c in g],
+                       self.timezone, self.batch_size)
+        workers: list[FoldWorker] = []
         try:
-            while True:
-                positions = self.store.positions()
-                live = {name: positions[name] for name in names}
-                target = max(self.registry.recorder.max_notification_id() or 0,
-                             *(p for p, _ in live.values()))
-                while position < target:
-                    batch = self.registry.recorder.select_notifications(
-                        position + 1, self.batch_size, stop=target, topics=topics)
-                    self._apply(batch, building.items())
-                    position = target if len(batch) < self.batch_size else batch[-1].id
-                    for tracked in building.values():
-                        tracked.position = position
-                    # What is folded stays until it is written: keep the collector's full
-                    # collections from rescanning it again and again (a third of the CPU).
-                    gc.freeze()
-                    if progress:
-                        progress(position, target)
-                for name, tracked in building.items():
-                    also = ("deadlines",) if shared and name == "members" else ()
-                    self.store.write(tracked.projection, NEXT, also)
-                try:
-                    self.store.swap(live, position)
-                    return position
-                except Conflict:
-                    continue  # a live runner moved past us: catch up to it, then swap
+            for spec in specs:
+                workers.append(FoldWorker(spec))
+            return self._fold_and_swap(names, local, workers, progress)
+        except ProjectionFailed as failure:
+            self.failed.add(failure.name)
+            self.release()
+            raise
         finally:
+            for worker in workers:
+                worker.close()
             gc.unfreeze()
+
+    def _fold_and_swap(self, names: Sequence[str], local: Folder, workers: Sequence[FoldWorker],
+                       progress: Callable[[int, int], None] | None) -> int:
+        while True:
+            positions = self.store.positions()
+            live = {name: positions[name] for name in names}
+            target = max(self.registry.recorder.max_notification_id() or 0,
+                         *(p for p, _ in live.values()))
+            for worker in workers:
+                worker.start_build(target)
+            position = local.fold(target, progress)
+            for worker in workers:  # their tables are written before ours (one SQLite writer)
+                worker.wait_built()
+            local.write(self.store)
+            try:
+                self.store.swap(live, position)
+                return position
+            except Conflict:
+                continue  # a live runner moved past us: catch up to it, then swap
+
+    def _worker_specs(self, groups: Sequence[Sequence[type[Projection]]]) -> list[WorkerSpec]:
+        """One for each group to fold in a worker process; none when the log is small, there
+        is one core, or a group cannot be sent to a process (a class defined in a function)."""
+        head = self.registry.recorder.max_notification_id() or 0
+        if not groups or head < self.parallel_from or (os.cpu_count() or 1) < 2:
+            return []
+        specs = [self._worker_spec(group) for group in groups]
+        try:
+            pickle.dumps(specs)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return []
+        return specs
+
+    def _worker_spec(self, group: Sequence[type[Projection]]) -> WorkerSpec:
+        url = self.store.engine.url.render_as_string(hide_password=False)
+        return WorkerSpec(type(self.registry), self.location.library_env(create_table=False),
+                          self.timezone, url, self.store.schema.metadata.schema, tuple(group),
+                          self.batch_size)
+
+
+def disjoint_groups(classes: Sequence[type[Projection]]) -> list[list[type[Projection]]]:
+    """The projections in groups that read no topic in common (each group can be folded apart
+    from the others), the group reading the most topics first."""
+    groups: list[tuple[set[str], list[type[Projection]]]] = []
+    for cls in classes:
+        topics = {get_topic(c) for c in cls.handles()}
+        members = [cls]
+        for group in [g for g in groups if g[0] & topics]:
+            groups.remove(group)
+            topics |= group[0]
+            members = [*group[1], *members]
+        groups.append((topics, members))
+    return [members for _, members in sorted(groups, key=lambda g: -len(g[0]))]
+
+
+class Folder:
+    """Projections folded from zero over the log in this process, for a rebuild."""
+
+    def __init__(self, registry: Registry, classes: Sequence[type[Projection]], timezone: str,
+                 batch_size: int) -> None:
+        self.reader, self.decode = LogReader(registry.recorder), EventDecoder(registry.mapper)
+        self.batch_size = batch_size
+        by_name = {cls.name: cls for cls in classes}
+        # `deadlines` keeps exactly the rows of `members` (the same handlers under another
+        # table name): fold them once and write the rows to both tables.
+        shared = {"members", "deadlines"} <= set(by_name) and \
+            by_name["deadlines"].handlers is by_name["members"].handlers
+        self.building = {name: cls(timezone) for name, cls in by_name.items()
+                         if not (shared and name == "deadlines")}
+        self.also = {"members": ("deadlines",)} if shared else {}
+        self.topics = sorted({get_topic(c) for p in self.building.values() for c in p.handles()})
+        # topic -> the projections whose `apply` may do something with its events
+        self.targets = {topic: [(name, p) for name, p in self.building.items()
+                                if topic in {get_topic(c) for c in p.handles()}
+                                or type(p).apply is not Projection.apply]
+                        for topic in self.topics}
+        self.position = 0
+
+    def fold(self, target: int, progress: Callable[[int, int], None] | None = None) -> int:
+        """Apply the events after the position reached so far, up to `target`."""
+        while self.position < target:
+            # A page is `batch_size` notification ids (fewer rows: other topics are left out).
+            end = min(target, self.position + self.batch_size)
+            self._apply(self.reader.page(self.position + 1, end, self.topics))
+            for projection in self.building.values():
+                projection.forget_changes()  # every row is written at the end anyway
+            self.position = end
+            # What is folded stays until it is written: keep the collector's full collections
+            # from rescanning it again and again (a third of the CPU).
+            gc.freeze()
+            if progress:
+                progress(self.position, target)
+        return self.position
+
+    def _apply(self, rows: Iterable[LogRow]) -> None:
+        decode, targets = self.decode, self.targets
+        for row in rows:
+            event = decode(row)
+            for name, projection in targets[row[1]]:
+                try:
+                    projection.apply(event)
+                except Exception as error:
+                    raise ProjectionFailed(name, row[0], row[1], error) from error
+
+    def write(self, store: ReadModelStore) -> None:
+        """Every row into the fresh tables (emptied first: a retried swap writes them again)."""
+        for name, projection in self.building.items():
+            store.write(projection, NEXT, self.also.get(name, ()))
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker process needs to open the store and fold its projections."""
+
+    registry_type: type[Registry]
+    library_env: dict[str, str]
+    timezone: str
+    read_models_url: str
+    read_models_schema: str | None
+    classes: tuple[type[Projection], ...]
+    batch_size: int
+
+
+class FoldWorker:
+    """A process of its own (a fresh interpreter: no fork of this one's connections and threads,
+    no re-import of its main module) that folds some projections of a rebuild and writes their
+    fresh tables, on command; it stops when told to, or when its pipe from here closes."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        from_parent, to_child = os.pipe()  # (read end, write end)
+        from_child, to_parent = os.pipe()
+        code = ("import sys; from infrastructure.projection_runner import serve_fold_worker; "
+                "serve_fold_worker(int(sys.argv[1]), int(sys.argv[2]))")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, str(from_parent), str(to_parent)],
+            pass_fds=(from_parent, to_parent))
+        os.close(from_parent)
+        os.close(to_parent)
+        self.commands, self.replies = os.fdopen(to_child, "wb"), os.fdopen(from_child, "rb")
+        self.busy = False  # a build was asked for and has not been answered
+        self._send(spec)
+
+    def _send(self, message: object) -> None:
+        pickle.dump(message, self.commands)
+        self.commands.flush()
+
+    def start_build(self, target: int) -> None:
+        """Fold up to `target`, then write every row (it runs while this process folds)."""
+        self._send(("build", target))
+        self.busy = True
+
+    def wait_built(self) -> int:
+        try:
+            reply, detail = pickle.load(self.replies)
+        except EOFError:
+            raise RuntimeError("a rebuild worker exited (its error is on stderr)") from None
+        self.busy = False
+        if reply == "failed":
+            name, position, topic, error = detail
+            raise ProjectionFailed(name, position, topic, error)
+        if reply != "built":
+            raise RuntimeError(f"a rebuild worker failed:\n{detail}")
+        return int(detail)
+
+    def close(self) -> None:
+        """Stop the worker; one still building (this rebuild failed) is killed: its fresh
+        tables are dropped and made again by the next rebuild."""
+        if self.busy:
+            self.process.kill()
+        with contextlib.suppress(OSError):
+            self._send(("stop", 0))
+        for pipe in (self.commands, self.replies):
+            with contextlib.suppress(OSError):
+                pipe.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def serve_fold_worker(commands_fd: int, replies_fd: int) -> None:
+    """The worker process: build what the parent asks for, reply how it went."""
+    with os.fdopen(commands_fd, "rb") as commands, os.fdopen(replies_fd, "wb") as replies:
+        def reply(message: object) -> None:
+            pickle.dump(message, replies)
+            replies.flush()
+        _serve(pickle.load(commands), commands, reply)
+
+
+def _serve(spec: WorkerSpec, commands: IO[bytes], reply: Callable[[object], None]) -> None:
+    registry = spec.registry_type(env=spec.library_env, timezone=spec.timezone)
+    engine = read_model_engine(make_url(spec.read_models_url), spec.read_models_schema)
+    store = ReadModelStore(engine, spec.read_models_schema)
+    folder = Folder(registry, spec.classes, spec.timezone, spec.batch_size)
+    try:
+        while (command := pickle.load(commands))[0] == "build":
+            folder.fold(command[1])
+            folder.write(store)
+            reply(("built", folder.position))
+    except EOFError:
+        pass  # the parent has gone
+    except ProjectionFailed as failure:
+        reply(("failed", (failure.name, failure.position, failure.topic,
+                          _picklable(failure.__cause__))))
+    except Exception:
+        reply(("error", traceback.format_exc()))
+    finally:
+        registry.close()
+        engine.dispose()
+
+
+def _picklable(error: BaseException | None) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error if isinstance(error, Exception) else RuntimeError(repr(error))
 
 
 class _Waiter:

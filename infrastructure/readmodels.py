@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -210,24 +211,20 @@ class ReadModelStore:
                     self._bulk_insert(connection, table, rows.values())
 
     def _bulk_insert(self, connection: Connection, table: Table, rows: Iterable[Row]) -> None:
-        """Plain INSERTs through the driver: executemany of tuples on SQLite, COPY on
-        PostgreSQL (SQLAlchemy's executemany of dicts costs more than the fold on PostgreSQL)."""
+        """Plain INSERTs through the driver: executemany on SQLite, COPY on PostgreSQL
+        (SQLAlchemy's executemany of dicts costs more than the fold on PostgreSQL)."""
         columns = [c.name for c in table.columns]
-        as_json = {c.name for c in table.columns if isinstance(c.type, JSON)}
         preparer = self.engine.dialect.identifier_preparer
         into = f"{preparer.format_table(table)} ({', '.join(preparer.quote(c) for c in columns)})"
         raw: Any = connection.connection.dbapi_connection
+        values = _driver_values(table, as_text=self.engine.dialect.name == "sqlite")
         if self.engine.dialect.name == "sqlite":
-            def values(row: Row) -> tuple[Any, ...]:  # as SQLAlchemy stores JSON and Date there
-                return tuple(json.dumps(v) if c in as_json
-                             else v.isoformat() if isinstance(v, date) else v
-                             for c in columns for v in (row[c],))
             marks = ", ".join("?" * len(columns))
             raw.cursor().executemany(f"INSERT INTO {into} VALUES ({marks})", map(values, rows))
             return
         with raw.cursor() as cursor, cursor.copy(f"COPY {into} FROM STDIN") as copy:
             for row in rows:
-                copy.write_row([json.dumps(row[c]) if c in as_json else row[c] for c in columns])
+                copy.write_row(values(row))
 
     def swap(self, live: Mapping[str, tuple[int, int]], rebuilt_position: int) -> None:
         """Put rebuilt tables in place of the live ones and move the positions, atomically.
@@ -265,6 +262,27 @@ class ReadModelStore:
                 select(b.c.generation, b.c.first_position, b.c.last_position)
                 .where(b.c.projection == name)
                 .order_by(b.c.generation, b.c.first_position))]
+
+
+def _driver_values(table: Table, as_text: bool) -> Callable[[Row], list[Any]]:
+    """A row's values in column order, as SQLAlchemy stores them: JSON columns serialised by
+    `json.dumps` (its JSON type's default); with `as_text` (SQLite), dates as ISO text."""
+    columns = [c.name for c in table.columns]
+    pick = itemgetter(*columns)
+    as_json = [i for i, c in enumerate(table.columns) if isinstance(c.type, JSON)]
+    dates = [i for i, c in enumerate(table.columns) if isinstance(c.type, Date)] \
+        if as_text else []
+
+    def values(row: Row) -> list[Any]:
+        found = list(pick(row)) if len(columns) > 1 else [row[columns[0]]]
+        for i in as_json:
+            found[i] = "[]" if found[i] == [] else json.dumps(found[i])
+        for i in dates:
+            if isinstance(found[i], date):
+                found[i] = found[i].isoformat()
+        return found
+
+    return values
 
 
 def _now() -> datetime:

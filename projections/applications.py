@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.applications import CityApplication
-from projections.base import Projection, Row
+from projections.base import Projection, Row, text_id
 
 STEPS = ("submitted", "endorsed", "declined", "withdrawn", "admitted", "rejected", "retracted")
 
@@ -15,8 +15,9 @@ class ApplicationsProjection(Projection):
     keys = {"applications": ("application_id",)}
 
     def _submitted(self, e: CityApplication.Submitted) -> None:
-        row: Row = {"application_id": str(e.originator_id), "city_id": str(e.city_id),
-               "city": e.city, "country": e.country, "intake_year": e.intake_year,
+        row: Row = {"application_id": text_id(e.originator_id), "city_id": str(e.city_id),
+               "city": e.city, "country": self.same(e.country),
+               "intake_year": self.same(e.intake_year),
                "status": "submitted", **{f"{step}_on": None for step in STEPS}}
         row["submitted_on"] = self.day(e.effective_at)
         self.put("applications", row)
@@ -29,8 +30,8 @@ class ApplicationsProjection(Projection):
         self.put("applications", row)
 
     def _moved(self, e: Any) -> None:
-        row = self.touch("applications", str(e.originator_id))
-        status = str(e.new_status)
+        row = self.touch("applications", text_id(e.originator_id))
+        status = self.same(str(e.new_status))
         row["status"] = status
         row[f"{status}_on"] = self.day(e.effective_at)
 

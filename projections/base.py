@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from domain.calendar import local_date
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
+V = TypeVar("V")
+
+# The id last turned into text: the projections folding one event key their rows by the same id,
+# and share one string for it (a rebuild holds hundreds of thousands of them).
+_last_id: tuple[object, str] = (None, "")
+
+
+def text_id(value: object) -> str:
+    """`str(value)`; the same string object when asked for the same object twice in a row."""
+    global _last_id
+    last = _last_id  # one read: another thread may replace it meanwhile, never half of it
+    if last[0] is value:
+        return last[1]
+    text = str(value)
+    _last_id = (value, text)
+    return text
 
 
 class Projection:
@@ -25,6 +41,7 @@ class Projection:
         self.timezone = timezone
         self.tables: dict[str, dict[Key, Row]] = {t: {} for t in self.keys}
         self.dirty: dict[str, set[Key]] = {t: set() for t in self.keys}
+        self._same: dict[tuple[type, Any], Any] = {}
 
     @classmethod
     def handles(cls) -> tuple[type, ...]:
@@ -79,4 +96,9 @@ class Projection:
         self.dirty[table].add(key)
 
     def day(self, moment: datetime) -> date:
-        return local_date(moment, self.timezone)
+        return self.same(local_date(moment, self.timezone))
+
+    def same(self, value: V) -> V:
+        """One object for equal values of which there are few (dates, years, country codes,
+        statuses) held by many rows: the same rows in a fraction of the memory."""
+        return self._same.setdefault((type(value), value), value)  # type: ignore[no-any-return]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from domain.cities import City
-from projections.base import Projection, Row
+from projections.base import Projection, Row, text_id
 
 
+@lru_cache(maxsize=16384)  # a few thousand days: one date object each, shared by the rows
 def _day(iso: str | None) -> date | None:
     return date.fromisoformat(iso) if iso else None
 
@@ -34,20 +36,21 @@ class MembersProjection(Projection):
 
     def _registered(self, e: City.Registered) -> None:
         self.put(self.table, {
-            "city_id": str(e.originator_id), "name": e.name, "country": e.country,
+            "city_id": text_id(e.originator_id), "name": e.name, "country": self.same(e.country),
             "status": "applicant", "period": None, "admitted_on": None, "intake_year": None,
             "ended_on": None, "periods": 0, "reports": [], "memberships": [],
         })
 
     def _membership(self, e: Any) -> tuple[Row, dict[str, Any]]:
-        row = self.touch(self.table, str(e.originator_id))
+        row = self.touch(self.table, text_id(e.originator_id))
         return row, row["memberships"][e.period - 1]
 
     def _started(self, e: City.MembershipStarted) -> None:
-        row = self.touch(self.table, str(e.originator_id))
+        row = self.touch(self.table, text_id(e.originator_id))
         row["memberships"] = [*row["memberships"], {
-            "period": e.period, "intake_year": e.intake_year,
-            "admitted_on": e.admitted_on.isoformat(), "ended_on": None, "retracted": False,
+            "period": e.period, "intake_year": self.same(e.intake_year),
+            "admitted_on": self.same(e.admitted_on.isoformat()), "ended_on": None,
+            "retracted": False,
             "reports": [],
         }]
         _summarise(row)
@@ -59,12 +62,12 @@ class MembersProjection(Projection):
 
     def _reported(self, e: City.ReportSubmitted) -> None:
         row, membership = self._membership(e)
-        membership["reports"] = [*membership["reports"], e.submitted_on.isoformat()]
+        membership["reports"] = [*membership["reports"], self.same(e.submitted_on.isoformat())]
         _summarise(row)
 
     def _ended(self, e: City.MembershipEnded) -> None:
         row, membership = self._membership(e)
-        membership["ended_on"] = e.ended_on.isoformat()
+        membership["ended_on"] = self.same(e.ended_on.isoformat())
         _summarise(row)
 
     handlers = {

@@ -7,7 +7,7 @@ from typing import Any
 
 from domain.applications import CityApplication
 from domain.regulations import regulations_on
-from projections.base import Projection, Row
+from projections.base import Projection, Row, text_id
 
 
 def quota_limit(year: int) -> int | None:
@@ -27,13 +27,13 @@ class QuotasProjection(Projection):
         return self.touch("quotas", country, year)
 
     def _application(self, e: Any) -> tuple[Row, Row]:
-        application = self.touch("quota_applications", str(e.originator_id))
+        application = self.touch("quota_applications", text_id(e.originator_id))
         return application, self._quota(application["country"], application["year"])
 
     def _submitted(self, e: CityApplication.Submitted) -> None:
-        self.put("quota_applications", {"application_id": str(e.originator_id),
-                                        "country": e.country, "year": e.intake_year,
-                                        "status": "pending"})
+        self.put("quota_applications", {"application_id": text_id(e.originator_id),
+                                        "country": self.same(e.country),
+                                        "year": self.same(e.intake_year), "status": "pending"})
         self._quota(e.country, e.intake_year)["pending"] += 1
 
     def _closed(self, e: Any) -> None:

@@ -14,6 +14,7 @@ from domain.cities import City
 from domain.intakes import IntakeCalendar
 from domain.quotas import QuotaLedger
 from infrastructure.feed import Feed
+from infrastructure.log_reader import EventDecoder, LogReader
 from projections.public import BY_NAME, CONTRACT, schemas
 from tests.conftest import SECRETARIAT, SettableClock, admitted_city, progress_report
 
@@ -92,3 +93,16 @@ def test_every_event_in_the_feed_conforms_to_its_published_schema(
     for event in found:
         BY_NAME[event.type].model.model_validate(event.data)
         assert event.public(personal_data=False)["data"] is not None
+
+
+def test_the_rebuilds_fast_decoder_upcasts_a_v1_report_as_the_library_does(
+    registry: Registry, clock: SettableClock
+) -> None:
+    city = _store_report_in_its_v1_form(registry, clock)
+    head = registry.recorder.max_notification_id() or 0
+    topics = sorted({n.topic for n in registry.recorder.select_notifications(1, head)})
+    decoder = EventDecoder(registry.mapper)
+    decoded = [decoder(row) for row in LogReader(registry.recorder).page(1, head, topics)]
+    (report,) = [e for e in decoded if isinstance(e, City.ReportSubmitted)]
+    assert report.originator_id == city.id and report.days_late == 78
+    assert report.correlation_id is None

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -26,19 +27,32 @@ from typing import Any
 
 import psycopg
 import pytest
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 
 from application.registry import Registry
+from domain.applications import CityApplication
+from domain.cities import City
 from infrastructure.bootstrap import (
     build_read_models,
     build_registry,
     build_runner,
     event_store,
 )
-from infrastructure.projection_runner import ProjectionFailed, ProjectionLock, ProjectionRunner
+from infrastructure.log_reader import EventDecoder, LogReader
+from infrastructure.log_reader import Row as LogRow
+from infrastructure.projection_runner import (
+    ProjectionFailed,
+    ProjectionLock,
+    ProjectionRunner,
+    disjoint_groups,
+)
 from infrastructure.readmodels import ReadModelStore
 from infrastructure.settings import Settings
+from projections.applications import ApplicationsProjection
 from projections.base import Row
 from projections.catalogue import PROJECTIONS, fold
+from projections.members import MembersProjection
 from tests.synthetic import generate
 
 CRASH_EVENTS = 20_000
@@ -506,3 +520,228 @@ def test_when_a_working_runner_loses_its_locks_both_runners_keep_going_and_each_
     assert_each_event_counted_once(pg.store, pg.head())
     assert_substantial(assert_read_models_equal_a_rebuild(pg.settings, pg.registry, pg.store),
                        pg.head())
+
+
+# --- rebuilds: the log read fast, projections folded in processes of their own ---------------
+
+
+def stored_text(store: ReadModelStore) -> dict[str, list[str]]:
+    """Every read-model row as the database stores it (text), in key order: what a rebuild must
+    leave byte for byte, whichever way it was made."""
+    found = {}
+    preparer = store.engine.dialect.identifier_preparer
+    with store.engine.connect() as connection:
+        raw: Any = connection.connection.dbapi_connection
+        for table, keys in TABLES.items():
+            name = preparer.format_table(store.schema.tables[table])
+            order = ", ".join(preparer.quote(k) for k in keys)
+            if store.engine.dialect.name == "sqlite":
+                rows = raw.execute(f"SELECT * FROM {name} ORDER BY {order}").fetchall()
+                found[table] = [repr(tuple(r)) for r in rows]
+            else:
+                with raw.cursor() as cursor:
+                    cursor.execute(f"SELECT x::text FROM {name} x ORDER BY {order}")
+                    found[table] = [r[0] for r in cursor.fetchall()]
+    return found
+
+
+def rebuilt_in(runner: ProjectionRunner, parallel: bool,
+               progress: Callable[[int, int], None] | None = None) -> dict[str, list[str]]:
+    runner.parallel_from = 0 if parallel else 10**12
+    head = runner.rebuild(list(PROJECTIONS), progress)
+    assert head == runner.registry.recorder.max_notification_id()
+    return stored_text(runner.store)
+
+
+def test_a_rebuild_in_two_processes_stores_exactly_the_rows_of_a_rebuild_in_one(
+    settings: Settings, registry: Registry,
+) -> None:
+    """Every table's stored text is the same, and both equal the live rows and a fold of the log
+    in memory; each rebuild is a generation of its own, recorded as one batch 1..head."""
+    store = build_read_models(settings)
+    try:
+        head = generate(registry, 3000, seed=11)
+        runner = build_runner(settings, registry, store, batch_size=500)
+        in_one = rebuilt_in(runner, parallel=False)
+        in_two = rebuilt_in(runner, parallel=True)
+        assert in_two == in_one
+        assert {name: position for name, position in store.positions().items()} == \
+            dict.fromkeys(PROJECTIONS, (head, 2))
+        assert all(store.batches(name)[-2:] == [(1, 1, head), (2, 1, head)]
+                   for name in PROJECTIONS)
+        assert_substantial(assert_read_models_equal_a_rebuild(settings, registry, store), head)
+    finally:
+        store.engine.dispose()
+
+
+def test_a_rebuild_in_two_processes_overtaken_by_a_live_runner_catches_up_before_it_swaps(
+    settings: Settings, registry: Registry,
+) -> None:
+    """After the rebuild's first batch, new events arrive and a live runner commits them: the
+    swap meets a conflict, both processes fold on to the new head, and then it swaps."""
+    store = build_read_models(settings)
+    try:
+        generate(registry, 3000, seed=12)
+        raced: list[int] = []
+
+        def overtake(position: int, target: int) -> None:
+            if not raced:
+                raced.append(position)
+                generate(registry, 800, seed=13, tag="overtaking")
+                live = build_runner(settings, registry, store)
+                acquire_all(live).catch_up()
+                live.release()
+
+        runner = build_runner(settings, registry, store, batch_size=500)
+        rebuilt = rebuilt_in(runner, parallel=True, progress=overtake)
+        head = registry.recorder.max_notification_id() or 0
+        assert raced and raced[0] < head
+        assert store.positions() == dict.fromkeys(PROJECTIONS, (head, 1))
+        assert rebuilt == rebuilt_in(runner, parallel=False)
+        assert_read_models_equal_a_rebuild(settings, registry, store)
+    finally:
+        store.engine.dispose()
+
+
+class BrokenMembers(MembersProjection):
+    """A members projection with a bug: it fails on every report (folded by a worker process,
+    which imports it from here)."""
+
+    def _reported(self, e: Any) -> None:
+        raise ValueError("report handler is broken")
+
+    handlers = {**MembersProjection.handlers, City.ReportSubmitted: _reported}
+
+
+def test_a_projection_failing_in_a_rebuild_worker_fails_the_rebuild_and_leaves_the_live_tables(
+    settings: Settings, registry: Registry, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = build_read_models(settings)
+    try:
+        generate(registry, 2000, seed=14)
+        runner = build_runner(settings, registry, store, batch_size=500)
+        before = rebuilt_in(runner, parallel=False)
+        monkeypatch.setitem(PROJECTIONS, "members", BrokenMembers)
+        with pytest.raises(ProjectionFailed) as failed:
+            rebuilt_in(runner, parallel=True)
+        assert failed.value.name == "members" and "ReportSubmitted" in failed.value.topic
+        assert "ValueError: report handler is broken" in str(failed.value)
+        assert stored_text(store) == before
+        assert all(generation == 1 for _, generation in store.positions().values())
+    finally:
+        store.engine.dispose()
+
+
+class BrokenApplications(ApplicationsProjection):
+    """An applications projection with a bug: it fails on every endorsement (folded here, while
+    the worker process still folds `members`)."""
+
+    def _endorsed(self, e: Any) -> None:
+        raise ValueError("endorsement handler is broken")
+
+    handlers = {**ApplicationsProjection.handlers, CityApplication.Endorsed: _endorsed}
+
+
+def test_a_projection_failing_beside_a_busy_worker_fails_the_rebuild_and_stops_the_worker(
+    settings: Settings, registry: Registry, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = build_read_models(settings)
+    try:
+        generate(registry, 2000, seed=17)
+        runner = build_runner(settings, registry, store, batch_size=500)
+        before = rebuilt_in(runner, parallel=False)
+        monkeypatch.setitem(PROJECTIONS, "applications", BrokenApplications)
+        with pytest.raises(ProjectionFailed) as failed:
+            rebuilt_in(runner, parallel=True)
+        assert failed.value.name == "applications" and "Endorsed" in failed.value.topic
+        assert stored_text(store) == before
+    finally:
+        store.engine.dispose()
+
+
+def test_projections_reading_no_topic_in_common_are_grouped_apart() -> None:
+    groups = disjoint_groups([PROJECTIONS[name] for name in PROJECTIONS])
+    assert [[cls.name for cls in group] for group in groups] == [
+        ["quotas", "applications"], ["members", "deadlines"]]
+    assert disjoint_groups([PROJECTIONS["members"]]) == [[PROJECTIONS["members"]]]
+
+
+# --- the fast decoder ------------------------------------------------------------------------
+
+
+def _as_library_makes_it(decoder: EventDecoder, row: LogRow) -> None:
+    """The decoder's event equals the mapper's: class, attributes, their order and types; or
+    both raise the same error."""
+    stored = StoredEvent(originator_id=row[2], originator_version=row[3], topic=row[1],
+                         state=row[4])
+    try:
+        expected = decoder.mapper.to_domain_event(stored)
+    except Exception as error:
+        with pytest.raises(type(error)):
+            decoder(row)
+        return
+    actual = decoder(row)
+    assert type(actual) is type(expected)
+    assert list(vars(actual).items()) == list(vars(expected).items())
+    assert [type(v) for v in vars(actual).values()] == [type(v) for v in vars(expected).values()]
+
+
+def test_the_fast_read_decodes_every_event_as_the_library_does(registry: Registry) -> None:
+    generate(registry, 1500, seed=15)
+    head = registry.recorder.max_notification_id() or 0
+    notifications = registry.recorder.select_notifications(1, head + 1)
+    topics = sorted({n.topic for n in notifications})
+    rows = LogReader(registry.recorder).page(1, head, topics)
+    assert [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows] == [
+        (n.id, n.topic, n.originator_id, n.originator_version, n.state) for n in notifications]
+    decoder = EventDecoder(registry.mapper)
+    for row in rows:
+        _as_library_makes_it(decoder, row)
+
+
+@pytest.mark.parametrize("state", [
+    b'{"a":{"_type_":"uuid_hex","_data_":"0123456789abcdef0123456789abcdef"},"b":1}',
+    b'{"a":[{"_type_":"date_iso","_data_":"2020-02-29"}]}',  # nested: decoded by the hook
+    b'{"a":{"b":{"_type_":"date_iso","_data_":"2020-02-29"}}}',
+    b'{"a":{"_type_":"date_iso","_data_":"2020-02-29","c":1}}',  # three keys: a plain dict
+    b'{"a":{"_type_":"date_iso"},"b":"\\"_type_\\""}',
+    b'{"_type_":"date_iso","_data_":"2021-01-01"}',  # the whole state is one transcoded value
+    b'{"a":{"_type_":"date_iso","_data_":{"_type_":"uuid_hex","_data_":"00"}}}',
+    b'{"a":{"_type_":"no_such_type","_data_":"x"}}',
+    b'{"a":{"_type_":"date_iso","_data_":"not a date"}}',
+    b'{"a":{"_type_":"uuid_hex","_data_":"0123456789abcdef0123456789abcdeg"}}',
+    b'{"a":{"_type_":"uuid_hex","_data_":"{0123456789abcdef0123456789abcd}"}}',
+    # Integers beyond 64 bits: orjson reads them as floats, json as ints.
+    b'{"a":123456789012345678901234567890}',
+    b'{"a":18446744073709551616,"b":{"_type_":"date_iso","_data_":"2020-02-29"}}',
+    b'{"a":[-9223372036854775809]}',
+    b'{"a":1e400,"b":NaN,"c":-Infinity}',  # json reads them, orjson refuses
+    b'{"a":1,"class_version":1}',
+    b'{"a":"\\ud800"}',  # a lone surrogate
+    b'[1,2]',
+    b'not json',
+])
+def test_the_fast_decoder_leaves_to_the_library_what_it_does_not_decode_itself(
+    registry: Registry, state: bytes,
+) -> None:
+    decoder = EventDecoder(registry.mapper)
+    originator = uuid.UUID("0123456789abcdef0123456789abcdef")
+    for topic in (get_topic(City.Registered), get_topic(CityApplication.Endorsed)):
+        _as_library_makes_it(decoder, (1, topic, originator, 1, state))
+
+
+def test_a_projection_class_a_worker_process_cannot_import_is_rebuilt_in_this_process(
+    settings: Settings, registry: Registry, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Members(MembersProjection):  # defined here: a worker process cannot import it
+        pass
+
+    store = build_read_models(settings)
+    try:
+        generate(registry, 1000, seed=16)
+        runner = build_runner(settings, registry, store, batch_size=500)
+        before = rebuilt_in(runner, parallel=False)
+        monkeypatch.setitem(PROJECTIONS, "members", Members)
+        assert rebuilt_in(runner, parallel=True) == before
+    finally:
+        store.engine.dispose()
