@@ -7,9 +7,10 @@ bytes as stored.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -194,6 +195,30 @@ class StoredLog:
                     yield event, chained
                     event, chained = next(events, None), next(links, None)
 
+    def joined(self, connection: Any) -> Iterator[tuple[Any, ...]]:
+        """Every event with its chain link (None, None where it has none), by position: one
+        query, streamed (a server-side cursor on PostgreSQL, binary so bytea comes as bytes)."""
+        statement = (f"SELECT e.{self.position}, e.originator_id, e.originator_version, e.topic, "
+                     f"e.state, c.hash, c.recorded_at FROM {self.events} e LEFT JOIN "
+                     f"{self.chain} c ON c.position = e.{self.position} "
+                     f"ORDER BY e.{self.position}")
+        if self.location.is_postgres:
+            cursor = connection.cursor(name="gnlc_verify", binary=True)
+            cursor.itersize = PAGE
+            cursor.execute(statement)
+            yield from cursor
+            return
+        cursor = connection.execute(statement)
+        while rows := cursor.fetchmany(PAGE):
+            yield from rows
+
+    def first_orphan_link(self, connection: Any) -> int | None:
+        """The first chain link whose event is gone (a deleted row), if any."""
+        row = connection.execute(
+            f"SELECT min(c.position) FROM {self.chain} c WHERE NOT EXISTS (SELECT 1 FROM "
+            f"{self.events} e WHERE e.{self.position} = c.position)").fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
     def previous_hash(self, position: int) -> str:
         if position == 0:
             return GENESIS
@@ -267,27 +292,48 @@ def _executemany(connection: Any, statement: str, rows: list[tuple[Any, ...]]) -
 
 
 def verify(log: StoredLog, expect: Head | None = None) -> Verdict:
-    """Recompute the chain; the first position where the stored log differs from it."""
-    previous, checked, head = GENESIS, 0, Head(0, GENESIS)
-    for event, chained in log.pairs():
-        position = event[0] if event is not None else chained.position  # type: ignore[union-attr]
-        if event is None or chained is None:
-            why = "an event without its chain link (inserted)" if chained is None else \
-                "a chain link without its event (deleted)"
-            return Verdict(False, checked, head, position, why)
-        try:
-            expected = link(previous, event_bytes(*event, chained.recorded_at))
-        except (TypeError, ValueError):  # a value no writer stores: NULL, an id that is no UUID
-            expected = None
-        if expected != chained.hash:
-            return Verdict(False, checked, head, position, "the stored bytes changed")
-        previous, checked, head = chained.hash, checked + 1, Head(position, chained.hash)
-        if expect is not None and position == expect.position and head != expect:
-            return Verdict(False, checked, head, position, "differs from the expected head")
-    if expect is not None and head.position < expect.position:
-        return Verdict(False, checked, head, head.position + 1,
+    """Recompute the chain; the first position where the stored log differs from it.
+
+    Reads one snapshot: the events joined to their links in one streamed query, and the links
+    whose events are gone in another.
+    """
+    with log.connect() as connection:
+        _one_snapshot(connection)
+        orphan = log.first_orphan_link(connection)
+        return _check(log.joined(connection), orphan, expect)
+
+
+def _check(rows: Iterable[tuple[Any, ...]], orphan: int | None, expect: Head | None) -> Verdict:
+    previous, checked, last = bytes.fromhex(GENESIS), 0, Head(0, GENESIS)
+    for position, stream, version, topic, state, stored, recorded_at in rows:
+        if orphan is not None and orphan < position:
+            break  # reported below: the deleted event came first
+        if stored is None:
+            return Verdict(False, checked, last, position,
+                           "an event without its chain link (inserted)")
+        if _link_of(previous, position, stream, version, topic, state, recorded_at) != stored:
+            return Verdict(False, checked, last, position, "the stored bytes changed")
+        previous, checked, last = bytes.fromhex(stored), checked + 1, Head(position, stored)
+        if expect is not None and position == expect.position and stored != expect.hash:
+            return Verdict(False, checked, last, position, "differs from the expected head")
+    if orphan is not None:
+        return Verdict(False, checked, last, orphan, "a chain link without its event (deleted)")
+    if expect is not None and last.position < expect.position:
+        return Verdict(False, checked, last, last.position + 1,
                        f"the log ends before the expected head at {expect.position}")
-    return Verdict(True, checked, head, None)
+    return Verdict(True, checked, last, None)
+
+
+def _link_of(previous: bytes, position: int, stream: Any, version: Any, topic: Any, state: Any,
+             recorded_at: str) -> str | None:
+    """The hash this row should have after `previous`; None for a value no writer stores (NULL,
+    an id that is no UUID), which can only be a change."""
+    try:
+        digest = hashlib.sha256(previous)
+        digest.update(event_bytes(position, stream, version, topic, _bytes(state), recorded_at))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return digest.hexdigest()
 
 
 def export(log: StoredLog, out: TextIO, after: int = 0, until: int | None = None) -> int:
