@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
+from typing import Any
 
 from application.registry import Registry
 from domain.calendar import local_date
@@ -42,9 +43,10 @@ class ReadSide:
             return self.store.rows(table)
         return fold(self._events(as_of, known_at), self.timezone, (name,))[name].rows(table)
 
-    def stored_rows(self, table: str) -> list[Row]:
-        """The rows as the projections stored them, without waiting for anything."""
-        return self.store.rows(table)
+    def stored_rows(self, table: str, **equal: Any) -> list[Row]:
+        """The rows as the projections stored them, without waiting for anything; `equal`
+        narrows them in SQL (column=value, None for any)."""
+        return self.store.rows(table, **equal)
 
     def reach(self, position: int, table: str, timeout: float) -> None:
         """Wait until the table's projection includes `position` (catching up itself when no

@@ -146,10 +146,14 @@ class ReadModelStore:
                 result = connection.execute(select(self.schema.tables[name + suffix]))
                 projection.load(name, (dict(r) for r in result.mappings()))
 
-    def rows(self, table: str) -> list[Row]:
+    def rows(self, table: str, **equal: Any) -> list[Row]:
+        """The table's rows; with `equal`, only those whose columns have these values (None:
+        any), selected in SQL rather than decoded and dropped."""
+        chosen = self.schema.tables[table]
+        query = select(chosen).where(*(chosen.c[k] == v for k, v in equal.items()
+                                       if v is not None))
         with self.engine.connect() as connection:
-            return [dict(r) for r in connection.execute(
-                select(self.schema.tables[table])).mappings()]
+            return [dict(r) for r in connection.execute(query).mappings()]
 
     def commit(self, batch: Mapping[str, tuple[Projection, tuple[int, int], int]],
                suffix: str = "") -> None:

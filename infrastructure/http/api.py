@@ -277,7 +277,7 @@ def _country(actor: Actor, asked: str | None) -> str | None:
 
 
 def _rows(s: Services, actor: Actor, table: str, as_of: date | None, known_at: datetime | None,
-          min_position: int | None) -> list[Row]:
+          min_position: int | None, country: str | None = None) -> list[Row]:
     # The role's permission; the rows are narrowed to the actor's own scope afterwards.
     authorise(actor, Action.READ, actor.country, actor.city_id)
     if as_of is not None or known_at is not None:
@@ -287,7 +287,7 @@ def _rows(s: Services, actor: Actor, table: str, as_of: date | None, known_at: d
         return s.read_side.rows(table, as_of, known_at)
     if min_position is not None:
         s.read_side.reach(min_position, table, MIN_POSITION_WAIT_SECONDS)
-    return s.read_side.stored_rows(table)
+    return s.read_side.stored_rows(table, country=country)  # the rest is filtered after
 
 
 def _today(s: Services, asked: date | None) -> date:
@@ -303,7 +303,7 @@ def _queries(api: FastAPI, s: Services) -> None:
                 as_of: AsOf = None, known_at: KnownAt = None, today: Today = None,
                 min_position: MinPosition = None) -> list[Row]:
         code = _country(actor, country)
-        rows = _rows(s, actor, "members", as_of, known_at, min_position)
+        rows = _rows(s, actor, "members", as_of, known_at, min_position, code)
         on = today or as_of or _today(s, None)
         return _visible(actor, answers.members(rows, on, code, status))
 
@@ -311,7 +311,7 @@ def _queries(api: FastAPI, s: Services) -> None:
     def quotas(actor: Caller, year: Year = None, country: Country = None, as_of: AsOf = None,
                known_at: KnownAt = None, min_position: MinPosition = None) -> list[Row]:
         code = _country(actor, country)
-        rows = _rows(s, actor, "quotas", as_of, known_at, min_position)
+        rows = _rows(s, actor, "quotas", as_of, known_at, min_position, code)
         return _visible(actor, answers.quotas(rows, year, code))
 
     @api.get("/deadlines", response_model=list[DeadlineRow], tags=["queries"])
@@ -319,7 +319,7 @@ def _queries(api: FastAPI, s: Services) -> None:
                   due_before: Annotated[Day | None, Query()] = None, country: Country = None,
                   min_position: MinPosition = None) -> list[Row]:
         code = _country(actor, country)
-        rows = _rows(s, actor, "deadlines", None, None, min_position)
+        rows = _rows(s, actor, "deadlines", None, None, min_position, code)
         return _visible(actor, answers.deadline_list(
             rows, _today(s, today), overdue, due_before, code))
 
@@ -329,7 +329,7 @@ def _queries(api: FastAPI, s: Services) -> None:
                          pattern="^(" + "|".join(Status) + ")$")] = None,
                      country: Country = None, min_position: MinPosition = None) -> list[Row]:
         code = _country(actor, country)
-        rows = _rows(s, actor, "applications", None, None, min_position)
+        rows = _rows(s, actor, "applications", None, None, min_position, code)
         return _visible(actor, answers.applications(rows, year, status, code))
 
     @api.get("/applications/{application_id}", response_model=ApplicationView,
