@@ -299,8 +299,68 @@ def verify(log: StoredLog, expect: Head | None = None) -> Verdict:
     """
     with log.connect() as connection:
         _one_snapshot(connection)
+        if log.location.is_postgres:
+            return _check_in_sql(log, connection, expect)
         orphan = log.first_orphan_link(connection)
         return _check(log.joined(connection), orphan, expect)
+
+
+def _check_in_sql(log: StoredLog, connection: Any, expect: Head | None) -> Verdict:
+    """PostgreSQL: each link recomputed by the server (`sha256()`) from the stored hash before it.
+
+    The first link that fails is the first position where the log differs from a recomputed
+    chain: every link before it holds, so the stored hash before it is the recomputed one. The
+    row's bytes are those of `event_bytes` (the text of the position, the uuid, the version).
+    """
+    def part(value: str) -> str:
+        return f"int8send(octet_length({value})::int8) || {value}"
+
+    row = " || ".join(part(v) for v in (
+        "convert_to(e.notification_id::text, 'UTF8')", "convert_to(e.originator_id::text, 'UTF8')",
+        "convert_to(e.originator_version::text, 'UTF8')", "convert_to(e.topic, 'UTF8')",
+        "e.state", "convert_to(c.recorded_at, 'UTF8')"))
+    position = "coalesce(e.notification_id, c.position)"
+    rows = (f"SELECT {position} AS position, CASE "
+            f"WHEN e.notification_id IS NULL THEN 'a chain link without its event (deleted)' "
+            f"WHEN c.position IS NULL THEN 'an event without its chain link (inserted)' "
+            f"WHEN c.hash IS DISTINCT FROM encode(sha256(decode(lag(c.hash, 1, '{GENESIS}') "
+            f"OVER (ORDER BY {position}), 'hex') || {row}), 'hex') "
+            f"THEN 'the stored bytes changed' END AS kind "
+            f"FROM {log.events} e FULL JOIN {log.chain} c ON c.position = e.notification_id")
+    total, bad = connection.execute(
+        f"SELECT count(*), min(position) FILTER (WHERE kind IS NOT NULL) FROM ({rows}) AS x"
+    ).fetchone()
+    why = None
+    if bad is not None:  # tampered: say how (a second pass, only then)
+        why = str(connection.execute(f"SELECT kind FROM ({rows}) AS x WHERE position = %s",
+                                     (bad,)).fetchone()[0])
+    if expect is not None and (bad is None or bad > expect.position):
+        stored = connection.execute(f"SELECT hash FROM {log.chain} WHERE position = %s",
+                                    (expect.position,)).fetchone()
+        if stored is not None and stored[0] != expect.hash:
+            return Verdict(False, _events_before(log, connection, expect.position + 1),
+                           Head(expect.position, str(stored[0])), expect.position,
+                           "differs from the expected head")
+    limit = bad if bad is not None else None
+    checked = int(total) if bad is None else _events_before(log, connection, limit)
+    last = connection.execute(
+        f"SELECT position, hash FROM {log.chain}"
+        + (" WHERE position < %s" if limit is not None else "")
+        + " ORDER BY position DESC LIMIT 1", (limit,) if limit is not None else ()).fetchone()
+    head = Head(int(last[0]), str(last[1])) if last else Head(0, GENESIS)
+    if bad is not None:
+        return Verdict(False, checked, head, bad, why)
+    if expect is not None and head.position < expect.position:
+        return Verdict(False, checked, head, head.position + 1,
+                       f"the log ends before the expected head at {expect.position}")
+    return Verdict(True, checked, head, None)
+
+
+def _events_before(log: StoredLog, connection: Any, position: int | None) -> int:
+    where = f" WHERE {log.position} < %s" if position is not None else ""
+    row = connection.execute(f"SELECT count(*) FROM {log.events}{where}",
+                             (position,) if position is not None else ()).fetchone()
+    return int(row[0])
 
 
 def _check(rows: Iterable[tuple[Any, ...]], orphan: int | None, expect: Head | None) -> Verdict:
