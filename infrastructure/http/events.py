@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
+import orjson
 from fastapi import FastAPI, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -17,7 +18,7 @@ from domain.access import PERSONAL_DATA, Action, authorise
 from domain.acts import Actor
 from domain.errors import InvalidInput
 from domain.forms import CountryCode
-from infrastructure.feed import Feed, FeedEvent, Filter
+from infrastructure.feed import Feed, FeedEvent, Filter, collector_paused
 from infrastructure.head_watch import HeadWatcher
 from infrastructure.http.api import Caller
 from projections.public import BY_NAME, schemas
@@ -75,16 +76,23 @@ def _reader(actor: Actor) -> bool:
 def add_event_routes(api: FastAPI, services: EventServices) -> None:
     feed, watcher = services.feed, services.watcher
 
+    # The page is written as JSON here, in one go: FeedPage documents it (OpenAPI) but does not
+    # validate and serialise it item by item, which cost more than reading the page.
     @api.get("/events", response_model=FeedPage, tags=["events"])
     def events(actor: Caller,
                after: Annotated[int, Query(ge=0, description="the last position seen")] = 0,
                limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
                types: Types = None, country: Country = None, city: City = None
-               ) -> dict[str, Any]:
+               ) -> Response:
         """Events after a position, in commit order; an empty page means caught up."""
         personal = _reader(actor)
-        found, next_after = feed.page(after, limit, _filter(types, country, city))
-        return {"events": [e.public(personal) for e in found], "next_after": next_after}
+        where = _filter(types, country, city)
+        with collector_paused():  # the page is made, written out and dropped without the collector
+            found, next_after = feed.page(after, limit, where)
+            body = _json({"events": [e.public(personal) for e in found],
+                          "next_after": next_after})
+            del found
+        return Response(body, media_type="application/json")
 
     @api.get("/events/stream", tags=["events"], response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}},
@@ -135,5 +143,14 @@ async def _events(request: Request, feed: Feed, watcher: HeadWatcher, after: int
 
 
 def _message(event: FeedEvent, personal: bool) -> str:
-    data = json.dumps(event.public(personal), ensure_ascii=False, separators=(",", ":"))
+    data = _json(event.public(personal)).decode()
     return f"id: {event.position}\nevent: {event.type}\ndata: {data}\n\n"
+
+
+def _json(value: Any) -> bytes:
+    """Compact UTF-8 JSON; orjson, or the standard library for what orjson refuses (an integer
+    beyond 64 bits in a form)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
