@@ -364,10 +364,7 @@ class Registry(Application[UUID]):
 
     def _act_on(self, actor: Actor, day: date) -> Act:
         """An act that took effect at noon of a past business day (in the secretariat's zone)."""
-        noon = datetime.combine(day, time(12), ZoneInfo(self.timezone))
-        return Act(actor=actor.name, role=actor.role, effective_at=noon, timezone=self.timezone,
-                   clock_overridden=True, source=actor.source,
-                   correlation_id=actor.correlation_id)
+        return self._act(actor, datetime.combine(day, time(12), ZoneInfo(self.timezone)))
 
     # --- access -------------------------------------------------------------------------------
 
@@ -481,13 +478,14 @@ class Registry(Application[UUID]):
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _act(self, actor: Actor) -> Act:
+    def _act(self, actor: Actor, effective_at: datetime | None = None) -> Act:
+        """The act of `actor` now, by the clock, or at a given past moment (not the clock's)."""
         return Act(
             actor=actor.name,
             role=actor.role,
-            effective_at=self.clock.now(),
+            effective_at=self.clock.now() if effective_at is None else effective_at,
             timezone=self.timezone,
-            clock_overridden=self.clock.overridden,
+            clock_overridden=self.clock.overridden or effective_at is not None,
             source=actor.source,
             correlation_id=actor.correlation_id,
         )

@@ -39,12 +39,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import httpx
-import psycopg
 import pycountry
-from psycopg import sql
+from admit import application_form as bench_form
+from admit import fresh_store
 
 from application.clock import SystemClock
 from application.registry import Registry
@@ -132,44 +131,14 @@ def print_tables(results: Sequence[Result]) -> None:
 # --- stores, setup ------------------------------------------------------------------------------
 
 
-@contextmanager
-def fresh_store(backend: str, postgres_url: str) -> Iterator[str]:
-    """A database URL on an empty store, removed afterwards."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="gnlc-bench-http-") as folder:
-            yield f"sqlite:///{folder}/bench.sqlite"
-        return
-    schema = f"bench_http_{uuid4().hex[:10]}"
-    try:
-        yield f"{postgres_url}?schema={schema}"
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
 def today() -> date:
     return local_date(SystemClock().now(), Settings().timezone)
 
 
 def application_form(index: int, country: str, prefix: str = "Bench City") -> dict[str, Any]:
-    return {
-        "city": f"{prefix} {index}",
-        "country": country,
-        "website": "https://www.example.org",
-        "mayor": {"title": "Dr", "full_name": "Ada Mayor", "official_title": "First Mayor"},
-        "contact": {
-            "full_name": "Grace Contact", "official_title": "Head of Learning",
-            "organisation": "City Hall", "postal_address": "1 Town Square",
-            "phone": "+49 40 0000", "email": "learning@example.org",
-        },
-        "language": "en",
-        "profile": {"population": {"value": 1_800_000, "year": 2025}},
-        "motivation": "Lifelong learning for all.",
-        "implementation": "Learning festivals in every district.",
-        "pledge": True,
-        "signed_on": date(today().year, 1, 2).isoformat(),
-    }
+    """admit.py's form, for a city of its own, signed this year (the server's clock is real)."""
+    return {**bench_form(index, country), "city": f"{prefix} {index}",
+            "signed_on": date(today().year, 1, 2).isoformat()}
 
 
 def slots(n: int) -> list[tuple[str, int]]:

@@ -6,10 +6,9 @@ the other Korea). Case, accents, spacing and "the" are the only things folded aw
 
 from __future__ import annotations
 
-import unicodedata
-
 import pycountry
 
+from domain.cities import normalise_name
 from domain.errors import InvalidInput
 
 # The 193 member states and the 2 observer states, as the UN's M49 and UNESCO's documents name them.
@@ -74,12 +73,9 @@ FORMER_NAMES: dict[str, str] = {
 
 
 def _fold(name: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", name)
-    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
-    words = bare.replace("\u2019", "'").casefold().split()  # a typographic apostrophe
-    if words[:1] == ["the"]:
-        words = words[1:]
-    return " ".join(words)
+    """Folded as city names are, a typographic apostrophe as a plain one, without "the"."""
+    folded = normalise_name(name.replace("\u2019", "'"))
+    return folded.removeprefix("the ")
 
 
 def _table() -> dict[str, str]:

@@ -133,6 +133,14 @@ class StoredLog:
             count, after = count + len(rows), rows[-1][0]
         return count
 
+    def limit(self, position: int | None, known_at: datetime | None) -> int | None:
+        """The last position to read: `position`, and no further than what was known at
+        `known_at` (the transactions recorded by then); None for no limit."""
+        if known_at is None:
+            return position
+        known = self.known_by(known_at)
+        return known if position is None else min(position, known)
+
     def known_by(self, moment: datetime) -> int:
         """The last position of the transactions recorded by `moment` (0 if none): what the
         registry knew then, whole transactions only."""

@@ -30,9 +30,9 @@ from application.clock import Clock, FixedClock, SystemClock
 from application.registry import Registry, parse_id
 from domain.access import AccessToken
 from domain.acts import Actor, Role
-from domain.applications import CityApplication, Status
+from domain.applications import Status
 from domain.calendar import local_date
-from domain.cities import City, city_id
+from domain.cities import city_id
 from domain.errors import (
     Conflict,
     GnlcError,
@@ -56,7 +56,14 @@ from infrastructure.history_import import import_history
 from infrastructure.read_side import ReadSide
 from infrastructure.relay import NatsTarget
 from infrastructure.settings import Settings
-from infrastructure.views import application_view, city_view, event_view, intake_view, plain
+from infrastructure.views import (
+    application_view,
+    audit_state_view,
+    city_view,
+    event_view,
+    intake_view,
+    plain,
+)
 from projections import answers
 from projections.catalogue import PROJECTIONS
 
@@ -746,13 +753,6 @@ def audit_head(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     _run(ctx, as_json, action)
 
 
-def audit_state_view(city: City | None, applications: list[CityApplication]
-                     ) -> dict[str, Any]:
-    """A city's state at a past point: the city and its applications (None before it existed)."""
-    return {"city": city_view(city) if city is not None else None,
-            "applications": [application_view(a) for a in applications]}
-
-
 @audit_app.command("state")
 def audit_state(
     ctx: typer.Context,
@@ -767,10 +767,7 @@ def audit_state(
     knowledge, or a log position (combinable)."""
     def action(s: Session) -> dict[str, Any]:
         day, moment = _past(as_of, known_at)
-        limit = position
-        if moment is not None:  # what was known then: the transactions recorded by then
-            known = _stored_log(s).known_by(moment)
-            limit = known if limit is None else min(limit, known)
+        limit = _stored_log(s).limit(position, moment)
         state = s.registry().city_at(parse_id(city, "city_id"), day, limit)
         return audit_state_view(*state)
     _run(ctx, as_json, action)

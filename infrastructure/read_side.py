@@ -58,14 +58,7 @@ class ReadSide:
         name = TABLE_OWNER[table]
         if self.store.positions()[name][0] >= position:
             return
-        runner = self.runner([name])
-        try:
-            if runner.acquire():
-                runner.catch_up()
-                return
-        finally:
-            runner.release()
-        if not self._wait_until([name], position, timeout):
+        if not self._catch_up_or_wait([name], position, timeout):
             raise Behind(f"the read models have not reached position {position} "
                          f"within {timeout:g} s")
 
@@ -83,15 +76,20 @@ class ReadSide:
 
     def bring_up_to_date(self, names: list[str]) -> None:
         """Catch the projections up to the head of the log, or wait for the runner that does."""
+        head = self.registry.recorder.max_notification_id() or 0
+        self._catch_up_or_wait(names, head, WAIT_FOR_RUNNER_SECONDS)
+
+    def _catch_up_or_wait(self, names: list[str], position: int, timeout: float) -> bool:
+        """Catch the projections up here if no runner holds them, else wait (at most `timeout`)
+        for the runner to reach `position`; whether they got there."""
         runner = self.runner(names)
         try:
             if len(runner.acquire()) == len(names):
                 runner.catch_up()
-                return
+                return True
         finally:
             runner.release()
-        head = self.registry.recorder.max_notification_id() or 0
-        self._wait_until(names, head, WAIT_FOR_RUNNER_SECONDS)
+        return self._wait_until(names, position, timeout)
 
     def _wait_until(self, names: list[str], position: int, timeout: float) -> bool:
         """Poll the stored positions until every named projection has reached `position`."""

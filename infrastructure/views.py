@@ -12,12 +12,7 @@ from application.registry import RecordedEvent
 from domain.applications import CityApplication
 from domain.cities import City
 from domain.intakes import Intake
-
-# Fields every stored event has; the rest is the event's own data.
-ENVELOPE = {
-    "originator_id", "originator_version", "originator_topic", "timestamp",
-    "actor", "effective_at", "clock_overridden", "source", "correlation_id",
-}
+from projections.public import ENVELOPE, masked_form
 
 
 def plain(value: Any) -> Any:
@@ -41,8 +36,9 @@ def intake_view(intake: Intake) -> dict[str, Any]:
     return {"year": intake.year, "opens": str(intake.opens), "closes": str(intake.closes)}
 
 
-def application_view(application: CityApplication) -> dict[str, Any]:
-    return plain(
+def application_view(application: CityApplication, personal: bool = True) -> dict[str, Any]:
+    """The application; without `personal`, its form's personal fields are null."""
+    view: dict[str, Any] = plain(
         {
             "application_id": application.id,
             "city_id": application.city_id,
@@ -59,6 +55,9 @@ def application_view(application: CityApplication) -> dict[str, Any]:
             "version": application.version,
         }
     )
+    if not personal:
+        view["form"] = masked_form(view["form"])
+    return view
 
 
 def city_view(city: City) -> dict[str, Any]:
@@ -78,11 +77,21 @@ def city_view(city: City) -> dict[str, Any]:
     )
 
 
-def event_view(recorded: RecordedEvent) -> dict[str, Any]:
+def audit_state_view(city: City | None, applications: list[CityApplication],
+                     personal: bool = True) -> dict[str, Any]:
+    """A city's state at a past point: the city and its applications (None before it existed)."""
+    return {"city": city_view(city) if city is not None else None,
+            "applications": [application_view(a, personal) for a in applications]}
+
+
+def event_view(recorded: RecordedEvent, personal: bool = True) -> dict[str, Any]:
+    """An event in history; without `personal`, a form's personal fields are null."""
     event = recorded.event
     data = {
         f.name: getattr(event, f.name) for f in fields(event) if f.name not in ENVELOPE
     }
+    if not personal and isinstance(data.get("form"), dict):
+        data["form"] = masked_form(data["form"])
     return plain(
         {
             "position": recorded.position,

@@ -53,7 +53,6 @@ from infrastructure.read_side import ReadSide
 from infrastructure.views import application_view, city_view, event_view, intake_view, plain
 from projections import answers
 from projections.base import Row
-from projections.public import masked_form
 
 MIN_POSITION_WAIT_SECONDS = 5.0
 
@@ -335,10 +334,8 @@ def _queries(api: FastAPI, s: Services) -> None:
     @api.get("/applications/{application_id}", response_model=ApplicationView,
              tags=["applications"])
     def application(application_id: ApplicationId, actor: Caller) -> dict[str, Any]:
-        view = application_view(reg.application_for(actor, application_id))
-        if PERSONAL_DATA not in actor.scopes:
-            view["form"] = masked_form(view["form"])
-        return view
+        return application_view(reg.application_for(actor, application_id),
+                                PERSONAL_DATA in actor.scopes)
 
     @api.get("/cities/{city_id}", response_model=CityView, tags=["cities"])
     def city(city_id: CityId, actor: Caller) -> dict[str, Any]:
@@ -347,12 +344,7 @@ def _queries(api: FastAPI, s: Services) -> None:
     @api.get("/cities/{city_id}/history", response_model=list[EventView], tags=["cities"])
     def history(city_id: CityId, actor: Caller) -> list[dict[str, Any]]:
         reg.city_for(actor, city_id)
-        views = [event_view(r) for r in reg.history(city_id)]
-        if PERSONAL_DATA not in actor.scopes:
-            for view in views:
-                if isinstance(view["data"].get("form"), dict):
-                    view["data"]["form"] = masked_form(view["data"]["form"])
-        return views
+        return [event_view(r, PERSONAL_DATA in actor.scopes) for r in reg.history(city_id)]
 
 
 # --- probes ----------------------------------------------------------------------------------

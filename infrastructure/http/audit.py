@@ -14,8 +14,7 @@ from domain.access import PERSONAL_DATA, Action, authorise
 from domain.errors import InvalidInput
 from infrastructure.audit import StoredLog
 from infrastructure.http.api import Caller
-from infrastructure.views import application_view, city_view
-from projections.public import masked_form
+from infrastructure.views import audit_state_view
 
 
 class ChainHead(BaseModel):
@@ -51,12 +50,5 @@ def add_audit_routes(api: FastAPI, registry: Registry, log: StoredLog) -> None:
         if known_at is not None and known_at.tzinfo is None:
             raise InvalidInput("known_at must carry a UTC offset (e.g. +01:00)", field="known_at")
         registry.city(city_id)  # not_found for a city never registered
-        if known_at is not None:  # what was known then: the transactions recorded by then
-            known = log.known_by(known_at)
-            position = known if position is None else min(position, known)
-        city, applications = registry.city_at(city_id, as_of, position)
-        views = [application_view(a) for a in applications]
-        if PERSONAL_DATA not in actor.scopes:
-            for view in views:
-                view["form"] = masked_form(view["form"])
-        return {"city": city_view(city) if city is not None else None, "applications": views}
+        city, applications = registry.city_at(city_id, as_of, log.limit(position, known_at))
+        return audit_state_view(city, applications, PERSONAL_DATA in actor.scopes)
