@@ -81,10 +81,12 @@ class Network:
             "/applications", json=application_form(name, country)), 201)
 
     def endorse(self, name: str, country: str = "DE") -> dict[str, Any]:
+        """Submit and endorse; the endorsement's answer (its `position` for read-your-writes),
+        with the submission's `city_id`."""
         submitted = self.submit(name, country)
-        ok(self.commission(country).post(
+        endorsed = ok(self.commission(country).post(
             f"/applications/{submitted['application_id']}/endorsement", json={}))
-        return submitted
+        return {**submitted, **endorsed}
 
     def admit(self, name: str, country: str = "DE") -> dict[str, Any]:
         endorsed = self.endorse(name, country)

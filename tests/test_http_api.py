@@ -184,10 +184,6 @@ def test_a_min_position_beyond_the_head_of_the_log_is_invalid_input(opened: Netw
             "min_position")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "intermittent on SQLite (about 1 run in 8 within this module, never alone): the list read "
-    "with min_position of the endorsement sometimes still shows Lyon as submitted; a real "
-    "read-your-writes defect under investigation in issue 4, kept visible as XPASS/XFAIL"))
 def test_the_application_list_filters_by_year_status_and_country(opened: Network) -> None:
     hamburg = opened.admit("Hamburg")
     opened.submit("Bremen")
