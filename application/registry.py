@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast, runtime_checkable
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
@@ -42,6 +42,9 @@ from domain.history import HistoryRow
 from domain.intakes import CALENDAR_ID, Intake, IntakeCalendar
 from domain.quotas import QuotaLedger, ledger_id
 from domain.regulations import regulations_on
+
+# Tokens kept in memory for authentication (each is re-read from the store on use).
+TOKEN_CACHE_SIZE = 10_000
 
 # Enough for every racing writer to lose a few times: each conflict means another writer committed.
 MAX_ATTEMPTS = 12
@@ -152,6 +155,12 @@ class Registry(Application[UUID]):
         self.timezone = timezone
         self.new_id = new_id
         self._saved = threading.local()
+        # Tokens are read on every request: the library's aggregate cache keeps them, and
+        # fast-forwards each one from the store on every read (one indexed query, no rows when
+        # nothing changed), so a revocation counts from the next request, in any process.
+        self._tokens: Repository[UUID] = Repository(
+            self.events, cache_maxsize=TOKEN_CACHE_SIZE, fastforward=True,
+            deepcopy_from_cache=False)
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         recordings = super().save(*objs, **kwargs)
@@ -406,7 +415,9 @@ class Registry(Application[UUID]):
     def authenticate(self, bearer: str, source: str = "http") -> Actor:
         """The actor a bearer token stands for; `NotAuthenticated` if it is not in force."""
         token_id_, secret = parse_token(bearer)
-        token = self._get_or_none(token_id_)
+        token: object = None
+        with contextlib.suppress(AggregateNotFoundError):
+            token = self._tokens.get(token_id_, projector_func=replay)
         if not isinstance(token, AccessToken):
             raise NotAuthenticated("the bearer token is unknown or revoked")
         return token.actor(secret, source)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import io
 import json
 import math
@@ -33,6 +34,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pycountry
 from admit import application_form as bench_form
 from admit import fresh_store
@@ -273,14 +276,14 @@ def gnlc_process(url: str, arguments: Sequence[str], log_path: Path,
 
 @contextmanager
 def serve(url: str, log_dir: str, separate_runner: bool = False,
-          profile_dir: str | None = None) -> Iterator[Server]:
+          profile_dir: str | None = None, workers: int = 1) -> Iterator[Server]:
     """`gnlc serve` in a process of its own (with `separate_runner`: `serve --no-projections`
     and `gnlc projections run` in another process), until the context ends; waits until it
     answers and its projections have caught up with the log."""
     token = create_token(url)
     port = free_port()
-    serve_args = ["serve", "--port", str(port)] + (["--no-projections"] if separate_runner
-                                                   else [])
+    serve_args = ["serve", "--port", str(port), "--workers", str(workers)] + (
+        ["--no-projections"] if separate_runner else [])
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(gnlc_process(
             url, serve_args, Path(log_dir) / "serve.log", profile_dir))
@@ -334,11 +337,31 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def with_descendants(pid: int) -> list[int]:
+    """The process and every process under it (the server's workers with `--workers`)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu(pid: int) -> float:
+    return sum(process_cpu(p) for p in with_descendants(pid))
+
+
 def postgres_backends(pids: Sequence[int], port: int = 5432) -> set[int]:
     """The PostgreSQL backends serving the TCP connections of these processes: their sockets'
     local ports, matched with the backends' process titles ("... 127.0.0.1(PORT) ...")."""
     inodes: set[str] = set()
-    for pid in pids:
+    for pid in [p for root in pids for p in with_descendants(root)]:
         with contextlib.suppress(OSError):
             for fd in Path(f"/proc/{pid}/fd").iterdir():
                 with contextlib.suppress(OSError):
@@ -385,7 +408,7 @@ class CpuMeter:
     def start(self) -> None:
         busy, total = machine_busy()
         self.sample(first=True)
-        self.marks = {"server": process_cpu(self.pids[0]), "runner": self.runner_cpu(),
+        self.marks = {"server": tree_cpu(self.pids[0]), "runner": self.runner_cpu(),
                       "busy": busy, "total": total, "wall": time.monotonic(),
                       "load": os.getloadavg()[0]}
         self.sampler = threading.Thread(target=self.sample_until_done, daemon=True)
@@ -408,7 +431,7 @@ class CpuMeter:
         self.sample()
         busy, total = machine_busy()
         usage = {
-            "server": process_cpu(self.pids[0]) - self.marks["server"],
+            "server": tree_cpu(self.pids[0]) - self.marks["server"],
             "postgres": sum(last - first for first, last in self.backends.values()),
             "wall": time.monotonic() - self.marks["wall"],
             "machine": (busy - self.marks["busy"]) / (total - self.marks["total"])
@@ -428,7 +451,55 @@ class CpuMeter:
 # --- clients ------------------------------------------------------------------------------------
 
 
-def members_job(client: httpx.Client, job: tuple[str, int],
+@dataclass
+class Answer:
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+    def json(self) -> Any:
+        return orjson.loads(self.content)
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise RuntimeError(f"HTTP {self.status_code}: {self.text[:300]}")
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection with the standard library's `http.client`.
+
+    A load generator should spend as little CPU as it can: on this 2-core machine the clients
+    share the cores with the server, and httpx cost 0.7-1.0 ms of CPU per request, as much as
+    the server itself (see benchmarks/README.md, "HTTP API")."""
+
+    def __init__(self, base: str, token: str, timeout: float = 120) -> None:
+        address = urllib.parse.urlsplit(base)
+        self.connection = http.client.HTTPConnection(address.hostname or "127.0.0.1",
+                                                     address.port, timeout=timeout)
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> Answer:
+        headers = self.headers if body is None else {
+            **self.headers, "Content-Type": "application/json"}
+        self.connection.request(method, path, body, headers)
+        response = self.connection.getresponse()
+        return Answer(response.status, response.read())
+
+    def get(self, path: str, params: dict[str, str] | None = None) -> Answer:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        return self.request("GET", path + query)
+
+    def post(self, path: str, json: Any) -> Answer:
+        return self.request("POST", path, orjson.dumps(json))
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def members_job(client: Client, job: tuple[str, int],
                 steps: dict[str, list[float]]) -> None:
     country, expected = job
     started = time.perf_counter()
@@ -439,7 +510,7 @@ def members_job(client: httpx.Client, job: tuple[str, int],
                            f"{response.text[:300]}")
 
 
-def admission_job(client: httpx.Client, slot: tuple[str, int],
+def admission_job(client: Client, slot: tuple[str, int],
                   steps: dict[str, list[float]]) -> None:
     country, number = slot
 
@@ -457,7 +528,7 @@ def admission_job(client: httpx.Client, slot: tuple[str, int],
     post("admit", f"/applications/{application}/admission", {}, 200)
 
 
-JOBS: dict[str, Callable[[httpx.Client, Any, dict[str, list[float]]], None]] = {
+JOBS: dict[str, Callable[[Client, Any, dict[str, list[float]]], None]] = {
     "members": members_job, "admission": admission_job}
 STEPS = {"members": ["GET /members"], "admission": ["submit", "endorse", "admit"]}
 
@@ -473,8 +544,8 @@ def client_process(base: str, token: str, kind: str, shares: list[list[Any]], ba
             steps: dict[str, list[float]] = {name: [] for name in STEPS[kind]}
             latencies: list[float] = []
             try:
-                with httpx.Client(base_url=base, timeout=120,
-                                  headers={"Authorization": f"Bearer {token}"}) as http:
+                http = Client(base, token)
+                try:
                     http.get("/health").raise_for_status()  # open the connection
                     barrier.wait(timeout=300)
                     started = time.monotonic()
@@ -483,6 +554,8 @@ def client_process(base: str, token: str, kind: str, shares: list[list[Any]], ba
                         JOBS[kind](http, job, steps)
                         latencies.append(time.perf_counter() - before)
                     outcomes[index] = (started, time.monotonic(), latencies, steps)
+                finally:
+                    http.close()
             except BaseException:
                 outcomes[index] = traceback.format_exc()
 
@@ -538,6 +611,8 @@ def run_clients(server: Server, kind: str, jobs: Sequence[Any], clients: int,
 
 
 def label(case: str, args: argparse.Namespace) -> str:
+    if args.workers > 1:
+        case = f"{case}, {args.workers} server processes"
     return f"{case}, runner in its own process" if args.separate_runner else case
 
 
@@ -546,7 +621,7 @@ def members_cases(backend: str, url: str, args: argparse.Namespace) -> list[Resu
     countries = seed_members(url, args.members)
     results = []
     with tempfile.TemporaryDirectory(prefix="gnlc-bench-http-log-") as logs, \
-            serve(url, logs, args.separate_runner) as server:
+            serve(url, logs, args.separate_runner, workers=args.workers) as server:
         for clients in args.clients:
             jobs = [countries[k % len(countries)] for k in range(args.requests)]
             seconds, latencies, _, cpu = run_clients(
@@ -562,7 +637,7 @@ def admission_case(backend: str, url: str, args: argparse.Namespace, clients: in
     """`--sequences` sequences of submit, endorse, admit over HTTP, on a fresh store."""
     open_registry(url).close()
     with tempfile.TemporaryDirectory(prefix="gnlc-bench-http-log-") as logs, \
-            serve(url, logs, args.separate_runner) as server:
+            serve(url, logs, args.separate_runner, workers=args.workers) as server:
         seconds, latencies, steps, cpu = run_clients(
             server, "admission", slots(args.sequences), clients, args.processes_for(clients))
     return Result(backend, label("apply-endorse-admit (3 POSTs)", args), clients,
@@ -710,6 +785,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--client-processes", type=int, default=2, metavar="K",
                         help="client processes the clients are dealt to, as threads "
                              "(default 2; 1 client always runs in 1 process)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes (`gnlc serve --workers`, default 1)")
     parser.add_argument("--separate-runner", action="store_true",
                         help="serve --no-projections, and `gnlc projections run` in a process "
                              "of its own (default: the runner in the server's process)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -107,8 +108,12 @@ def build_read_side(settings: Settings, registry: Registry,
 
 
 def build_api(settings: Settings, registry: Registry, clock: Clock | None = None,
-              projections: bool = True) -> BodyLimit:
-    """The HTTP API as an ASGI application; with `projections`, a runner works in-process."""
+              projections: bool = True, owns_registry: bool = False) -> BodyLimit:
+    """The HTTP API as an ASGI application; with `projections`, a runner works in-process.
+
+    With several server processes (`http_workers`), each one limits a token to its share of
+    the rate, and each runs a runner: one of them holds the projections, the others take over
+    if it stops."""
     store = build_read_models(settings)
     keys = IdempotencyKeys(store.engine, store.schema.metadata.schema)
     with event_store(settings).schema_lock():
@@ -125,13 +130,16 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
                 yield
         finally:
             watcher.stop()
-            store.engine.dispose()  # the server's own pool; the registry is its owner's to close
+            store.engine.dispose()  # the server's own pool
+            if owns_registry:
+                registry.close()
 
     services = Services(
         registry=registry,
         read_side=build_read_side(settings, registry, store),
         keys=keys,
-        limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+        limiter=RateLimiter(settings.rate_limit / settings.http_workers,
+                            math.ceil(settings.rate_burst / settings.http_workers)),
         clock=clock or registry.clock,
         timezone=settings.timezone,
         background=background,
@@ -142,6 +150,19 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
     add_event_routes(api, EventServices(Feed(registry), watcher,
                                          settings.stream_heartbeat_seconds))
     return BodyLimit(api)
+
+
+def served_api() -> BodyLimit:
+    """The API of one of several server processes (`gnlc serve --workers N` starts them with
+    uvicorn, which calls this in each): built from the environment's settings."""
+    settings = Settings()
+    return build_api(settings, build_registry(settings), projections=True, owns_registry=True)
+
+
+def served_api_without_projections() -> BodyLimit:
+    """As `served_api`, for `gnlc serve --no-projections --workers N`."""
+    settings = Settings()
+    return build_api(settings, build_registry(settings), projections=False, owns_registry=True)
 
 
 def _head_of(chain: StoredLog) -> tuple[int, str]:

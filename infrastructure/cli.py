@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -55,7 +56,7 @@ from infrastructure.bootstrap import (
 from infrastructure.history_import import import_history
 from infrastructure.read_side import ReadSide
 from infrastructure.relay import NatsTarget
-from infrastructure.settings import Settings
+from infrastructure.settings import Settings, settings_environment
 from infrastructure.views import (
     application_view,
     audit_state_view,
@@ -683,14 +684,22 @@ def serve(
         "--projections/--no-projections",
         help="Run the projection runner in this process (off when runners are separate).")
     ] = True,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, max=64,
+        help="Server processes (default GNLC_HTTP_WORKERS, 1); each has its own event loop.")
+    ] = None,
 ) -> None:
     """Serve the HTTP API (docs at /docs); creates a first secretariat token on first start."""
     import uvicorn
 
     def action(s: Session) -> None:
         settings = s.settings()
+        if workers is not None:
+            settings = settings.model_copy(update={"http_workers": workers})
+        if settings.http_workers > 1 and s.now:
+            raise InvalidInput("--now sets the clock of one server process; "
+                               "it cannot be used with --workers", field="now")
         registry = s.registry()
-        app = build_api(settings, registry, s.clock(), projections)
         if not registry.tokens():
             issued = registry.issue_token(s.actor(Role.SECRETARIAT), FIRST_TOKEN,
                                           Role.SECRETARIAT)
@@ -700,8 +709,19 @@ def serve(
         else:
             print("Tokens exist already; create more with `gnlc tokens create`.")
         print(f"gnlc API on http://{host}:{port} (docs: http://{host}:{port}/docs), "
-              f"store {event_store(settings).redacted()}", flush=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+              f"store {event_store(settings).redacted()}"
+              + (f", {settings.http_workers} processes" if settings.http_workers > 1 else ""),
+              flush=True)
+        if settings.http_workers == 1:
+            app = build_api(settings, registry, s.clock(), projections)
+            uvicorn.run(app, host=host, port=port, log_level="warning")
+            return
+        # uvicorn starts the processes; each builds its own API from the same settings, which
+        # reach it through the environment (the settings' own source).
+        os.environ.update(settings_environment(settings))
+        factory = "served_api" if projections else "served_api_without_projections"
+        uvicorn.run(f"infrastructure.bootstrap:{factory}", factory=True, host=host, port=port,
+                    workers=settings.http_workers, log_level="warning")
     _run(ctx, False, action)
 
 

@@ -48,6 +48,10 @@ class ReadSide:
         narrows them in SQL (column=value, None for any)."""
         return self.store.rows(table, **equal)
 
+    def reached(self, position: int, table: str) -> bool:
+        """Whether the table's projection already includes `position` (one short query)."""
+        return self.store.positions()[TABLE_OWNER[table]][0] >= position
+
     def reach(self, position: int, table: str, timeout: float) -> None:
         """Wait until the table's projection includes `position` (catching up itself when no
         runner holds it); `Behind` if it does not within `timeout` seconds."""

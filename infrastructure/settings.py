@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     rate_burst: int = Field(
         default=200, ge=0, description="HTTP requests a token may send at once; 0: no limit"
     )
+    http_workers: int = Field(
+        default=1, ge=1, le=64, description="server processes of `gnlc serve` (each with its own "
+        "event loop; the per-token rate is shared out among them)"
+    )
     stream_heartbeat_seconds: float = Field(
         default=15.0, gt=0, description="seconds without events after which the SSE stream "
         "sends a heartbeat comment"
@@ -38,3 +42,9 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The settings as `GNLC_*` variables: what a child process reads back as the same settings."""
+    return {f"GNLC_{name.upper()}": str(value)
+            for name, value in settings.model_dump().items()}

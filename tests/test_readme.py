@@ -34,10 +34,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(database_url: str, port: int) -> Iterator[list[str]]:
+def serving(database_url: str, port: int, *options: str) -> Iterator[list[str]]:
     """`gnlc serve` in a subprocess; yields the lines it printed up to 'gnlc API on'."""
     env = {**os.environ, "GNLC_DATABASE_URL": database_url}
-    server = subprocess.Popen([GNLC, "serve", "--port", str(port)], cwd=ROOT, env=env,
+    server = subprocess.Popen([GNLC, "serve", "--port", str(port), *options], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     assert server.stdout is not None

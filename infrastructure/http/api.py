@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field
+from starlette.concurrency import run_in_threadpool
 
 from application.clock import Clock
 from application.registry import Registry
@@ -99,11 +100,15 @@ def create_api(services: Services) -> FastAPI:
 
 # --- authentication --------------------------------------------------------------------------
 
-def authenticated(
+async def authenticated(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> Actor:
-    """The token's actor; refused without a valid token, or over its rate."""
+    """The token's actor; refused without a valid token, or over its rate.
+
+    Run on the event loop, not in the thread pool: the token is cached and checked with one
+    indexed query, far cheaper than handing the request to a thread and back (see
+    benchmarks/README.md, "HTTP API")."""
     services: Services = request.app.state.services
     if credentials is None:
         raise NotAuthenticated("an Authorization: Bearer token is required")
@@ -275,17 +280,21 @@ def _country(actor: Actor, asked: str | None) -> str | None:
     return actor.country or asked
 
 
-def _rows(s: Services, actor: Actor, table: str, as_of: date | None, known_at: datetime | None,
-          min_position: int | None, country: str | None = None) -> list[Row]:
+async def _rows(s: Services, actor: Actor, table: str, as_of: date | None,
+                known_at: datetime | None, min_position: int | None,
+                country: str | None = None) -> list[Row]:
+    """The stored rows, read on the event loop (one short query); what may take long (waiting
+    for `min_position`, replaying the log to a past point) goes to the thread pool."""
     # The role's permission; the rows are narrowed to the actor's own scope afterwards.
     authorise(actor, Action.READ, actor.country, actor.city_id)
     if as_of is not None or known_at is not None:
         authorise(actor, Action.READ_PAST, actor.country, actor.city_id)
         if known_at is not None and known_at.tzinfo is None:
             raise InvalidInput("known_at must carry a UTC offset (e.g. +01:00)", field="known_at")
-        return s.read_side.rows(table, as_of, known_at)
-    if min_position is not None:
-        s.read_side.reach(min_position, table, MIN_POSITION_WAIT_SECONDS)
+        return await run_in_threadpool(s.read_side.rows, table, as_of, known_at)
+    if min_position is not None and not s.read_side.reached(min_position, table):
+        await run_in_threadpool(s.read_side.reach, min_position, table,
+                                MIN_POSITION_WAIT_SECONDS)
     return s.read_side.stored_rows(table, country=country)  # the rest is filtered after
 
 
@@ -297,38 +306,38 @@ def _queries(api: FastAPI, s: Services) -> None:
     reg = s.registry
 
     @api.get("/members", response_model=list[MemberRow], tags=["queries"])
-    def members(actor: Caller, country: Country = None,
+    async def members(actor: Caller, country: Country = None,
                 status: Annotated[str, Query(pattern="^(active|ended|all)$")] = "active",
                 as_of: AsOf = None, known_at: KnownAt = None, today: Today = None,
                 min_position: MinPosition = None) -> list[Row]:
         code = _country(actor, country)
-        rows = _rows(s, actor, "members", as_of, known_at, min_position, code)
+        rows = await _rows(s, actor, "members", as_of, known_at, min_position, code)
         on = today or as_of or _today(s, None)
         return _visible(actor, answers.members(rows, on, code, status))
 
     @api.get("/quotas", response_model=list[QuotaRow], tags=["queries"])
-    def quotas(actor: Caller, year: Year = None, country: Country = None, as_of: AsOf = None,
+    async def quotas(actor: Caller, year: Year = None, country: Country = None, as_of: AsOf = None,
                known_at: KnownAt = None, min_position: MinPosition = None) -> list[Row]:
         code = _country(actor, country)
-        rows = _rows(s, actor, "quotas", as_of, known_at, min_position, code)
+        rows = await _rows(s, actor, "quotas", as_of, known_at, min_position, code)
         return _visible(actor, answers.quotas(rows, year, code))
 
     @api.get("/deadlines", response_model=list[DeadlineRow], tags=["queries"])
-    def deadlines(actor: Caller, today: Today = None, overdue: bool = False,
+    async def deadlines(actor: Caller, today: Today = None, overdue: bool = False,
                   due_before: Annotated[Day | None, Query()] = None, country: Country = None,
                   min_position: MinPosition = None) -> list[Row]:
         code = _country(actor, country)
-        rows = _rows(s, actor, "deadlines", None, None, min_position, code)
+        rows = await _rows(s, actor, "deadlines", None, None, min_position, code)
         return _visible(actor, answers.deadline_list(
             rows, _today(s, today), overdue, due_before, code))
 
     @api.get("/applications", response_model=list[ApplicationRow], tags=["queries"])
-    def applications(actor: Caller, year: Year = None,
+    async def applications(actor: Caller, year: Year = None,
                      status: Annotated[str | None, Query(
                          pattern="^(" + "|".join(Status) + ")$")] = None,
                      country: Country = None, min_position: MinPosition = None) -> list[Row]:
         code = _country(actor, country)
-        rows = _rows(s, actor, "applications", None, None, min_position, code)
+        rows = await _rows(s, actor, "applications", None, None, min_position, code)
         return _visible(actor, answers.applications(rows, year, status, code))
 
     @api.get("/applications/{application_id}", response_model=ApplicationView,
@@ -351,7 +360,7 @@ def _queries(api: FastAPI, s: Services) -> None:
 
 def _probes(api: FastAPI, s: Services) -> None:
     @api.get("/health", response_model=Health, tags=["probes"])
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         """The process is alive."""
         return {"status": "ok"}
 

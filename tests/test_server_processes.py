@@ -1,0 +1,127 @@
+"""`gnlc serve --workers N`: several server processes on one port (SQLite and PostgreSQL).
+
+They share the store: a write through one is read through another with `min_position`, each
+event is projected once although every process runs a runner, a token revoked by the CLI is
+refused by every process from the next request, and stopping the server stops them all."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from infrastructure.readmodels import ReadModelStore
+from infrastructure.settings import Settings
+from tests.conftest import application_form
+from tests.http_support import ok, read_models, refused
+from tests.test_readme import free_port, serving
+
+GNLC = str(Path(sys.executable).with_name("gnlc"))
+WORKERS = 3
+CONNECTIONS = 12  # a new connection each: the processes take them from one listening socket
+
+
+def _gnlc(url: str, *arguments: str) -> dict[str, Any]:
+    done = subprocess.run([GNLC, "--database-url", url, *arguments, "--json"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "GNLC_DATABASE_URL": url})
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def _fresh(base: str, token: str) -> httpx.Client:
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"},
+                        timeout=30)
+
+
+def _batches(store: ReadModelStore) -> list[tuple[str, int, int]]:
+    table = store.schema.batches
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(table.c.projection, table.c.first_position,
+                                         table.c.last_position)
+                                  .order_by(table.c.projection, table.c.first_position))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+
+def test_several_server_processes_share_the_store_and_project_each_event_once(
+        database_url: str) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    year = datetime.now(UTC).year
+    with serving(database_url, port, "--workers", str(WORKERS)) as printed:
+        assert any(f"{WORKERS} processes" in line for line in printed)
+        token = next(line for line in printed if line.startswith("export GNLC_TOKEN="))
+        staff = token.strip().split("=", 1)[1]
+        with _fresh(base, staff) as client:
+            ok(client.post("/intakes", json={"year": year, "opens": f"{year}-01-01",
+                                             "closes": f"{year}-12-31"}), 201)
+        # Each step on a new connection (whichever process takes it); each read waits for the
+        # step before it, through whichever process answers.
+        for number, country in enumerate(("IE", "PT", "FI", "EE")):
+            form = application_form(f"Town {number}", country, signed_on=f"{year}-01-02")
+            with _fresh(base, staff) as client:
+                submitted = ok(client.post("/applications", json=form), 201)
+            application = submitted["application_id"]
+            for step in ("endorsement", "admission"):
+                with _fresh(base, staff) as client:
+                    done = ok(client.post(f"/applications/{application}/{step}", json={}))
+            with _fresh(base, staff) as client:
+                members = ok(client.get("/members", params={
+                    "country": country, "min_position": done["position"]}))
+            assert [m["name"] for m in members] == [f"Town {number}"]
+
+        # Every process runs a runner; the projections' batches still count each event once.
+        store = read_models(Settings(database_url=database_url))
+        try:
+            batches = _batches(store)
+        finally:
+            store.engine.dispose()
+        for name in ("members", "quotas", "applications"):
+            ranges = [(first, last) for n, first, last in batches if n == name]
+            assert ranges[0][0] == 1
+            assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
+            assert ranges[-1][1] >= done["position"]
+
+        # A token used through every process, then revoked by the CLI (another process):
+        # refused from the next request, whichever server process answers it.
+        auditor = _gnlc(database_url, "tokens", "create", "--role", "auditor",
+                        "--name", "auditor-1")["token"]
+        for _ in range(CONNECTIONS):
+            with _fresh(base, auditor) as client:
+                ok(client.get("/quotas"))
+        _gnlc(database_url, "tokens", "revoke", "auditor-1")
+        for _ in range(CONNECTIONS):
+            with _fresh(base, auditor) as client:
+                refused(client.get("/quotas"), 401, "unauthenticated")
+        server_pids = _listening_on(port)
+        assert len(server_pids) == WORKERS + 1  # uvicorn's supervisor and its workers
+    assert not [pid for pid in server_pids if Path(f"/proc/{pid}").exists()
+                and "gnlc" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+
+
+def _listening_on(port: int) -> list[int]:
+    """The pids of the processes with a listening socket on `port`."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cells = line.split()
+            if int(cells[1].rsplit(":", 1)[1], 16) == port and cells[3] == "0A":  # LISTEN
+                inodes.add(cells[9])
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                targets = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
+            except OSError:
+                continue
+            if any(f"socket:[{inode}]" in targets for inode in inodes):
+                pids.append(int(entry.name))
+    return pids
