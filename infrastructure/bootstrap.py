@@ -112,8 +112,7 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
     """The HTTP API as an ASGI application; with `projections`, a runner works in-process.
 
     With several server processes (`http_workers`), each one limits a token to its share of
-    the rate, and each runs a runner: one of them holds the projections, the others take over
-    if it stops."""
+    the rate."""
     store = build_read_models(settings)
     keys = IdempotencyKeys(store.engine, store.schema.metadata.schema)
     with event_store(settings).schema_lock():
@@ -154,13 +153,8 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
 
 def served_api() -> BodyLimit:
     """The API of one of several server processes (`gnlc serve --workers N` starts them with
-    uvicorn, which calls this in each): built from the environment's settings."""
-    settings = Settings()
-    return build_api(settings, build_registry(settings), projections=True, owns_registry=True)
-
-
-def served_api_without_projections() -> BodyLimit:
-    """As `served_api`, for `gnlc serve --no-projections --workers N`."""
+    uvicorn, which calls this in each): built from the environment's settings, without a
+    projection runner (the supervising process runs it, or a runner of its own does)."""
     settings = Settings()
     return build_api(settings, build_registry(settings), projections=False, owns_registry=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -52,6 +53,7 @@ from infrastructure.bootstrap import (
     build_runner,
     event_store,
     initialise,
+    projection_thread,
 )
 from infrastructure.history_import import import_history
 from infrastructure.read_side import ReadSide
@@ -717,11 +719,15 @@ def serve(
             uvicorn.run(app, host=host, port=port, log_level="warning")
             return
         # uvicorn starts the processes; each builds its own API from the same settings, which
-        # reach it through the environment (the settings' own source).
+        # reach it through the environment (the settings' own source). The projection runner
+        # works here, in the supervising process, which is otherwise idle: requests never wait
+        # for the runner's turn at a process's interpreter lock.
         os.environ.update(settings_environment(settings))
-        factory = "served_api" if projections else "served_api_without_projections"
-        uvicorn.run(f"infrastructure.bootstrap:{factory}", factory=True, host=host, port=port,
-                    workers=settings.http_workers, log_level="warning")
+        runner = build_runner(settings, registry, build_read_models(settings)) \
+            if projections else None
+        with projection_thread(runner) if runner else contextlib.nullcontext():
+            uvicorn.run("infrastructure.bootstrap:served_api", factory=True, host=host,
+                        port=port, workers=settings.http_workers, log_level="warning")
     _run(ctx, False, action)
 
 

@@ -157,7 +157,9 @@ class ProjectionRunner:
     # --- work ----------------------------------------------------------------------------------
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Apply every event up to the head of the log; return how many were read."""
+        """Apply every event up to the head of the log as it stood when called (events written
+        meanwhile wait for the next call: under a stream of writes, the live runner then commits
+        a batch per wake-up rather than one per command); return how many were read."""
         read = 0
         while self.tracked:
             self._drop_lost()
@@ -184,6 +186,8 @@ class ProjectionRunner:
             read += len(batch)
             if progress:
                 progress(last, head)
+            if last >= head:
+                return read
         return read
 
     def _drop_lost(self) -> None:

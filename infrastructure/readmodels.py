@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
+from functools import cached_property
 from operator import itemgetter
 from typing import Any
 
@@ -26,10 +27,10 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.engine import URL
+from sqlalchemy.sql.dml import Delete, Insert, Update
 
 from projections.base import Key, Projection, Row
 from projections.catalogue import PROJECTIONS
@@ -135,6 +136,8 @@ class ReadModelStore:
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT") \
             if engine.dialect.name == "postgresql" else engine
         self._selects: dict[tuple[str, tuple[str, ...]], Select[Any]] = {}
+        self._inserts: dict[str, Insert] = {}
+        self._deletes: dict[str, Delete] = {}
 
     def create(self) -> None:
         self.schema.metadata.create_all(
@@ -191,32 +194,57 @@ class ReadModelStore:
                 self._move(connection, name, position, generation, new_position)
                 self._write(connection, projection.changes(), projection, suffix)
 
+    # The statements of a commit are built once, with bound parameters, and reused: building
+    # them anew for every batch was four fifths of the live runner's time (see
+    # benchmarks/README.md, "HTTP API").
+
+    @cached_property
+    def _move_statement(self) -> Update:
+        p = self.schema.positions
+        return update(p).where(
+            p.c.projection == bindparam("p_name"), p.c.position == bindparam("p_from"),
+            p.c.generation == bindparam("p_generation"),
+        ).values(position=bindparam("p_to"), updated_at=bindparam("p_at"))
+
     def _move(self, connection: Connection, name: str, position: int, generation: int,
               new_position: int) -> None:
-        positions = self.schema.positions
-        moved = connection.execute(
-            update(positions)
-            .where(positions.c.projection == name, positions.c.position == position,
-                   positions.c.generation == generation)
-            .values(position=new_position, updated_at=_now()))
+        now = _now()
+        moved = connection.execute(self._move_statement, {
+            "p_name": name, "p_from": position, "p_generation": generation,
+            "p_to": new_position, "p_at": now})
         if moved.rowcount != 1:
             raise Conflict(f"projection {name} moved from {position} (generation {generation})")
-        connection.execute(insert(self.schema.batches).values(
-            projection=name, generation=generation, first_position=position + 1,
-            last_position=new_position, committed_at=_now()))
+        connection.execute(self._insert_statement(self.schema.batches.name), {
+            "projection": name, "generation": generation, "first_position": position + 1,
+            "last_position": new_position, "committed_at": now})
+
+    def _insert_statement(self, table: str) -> Insert:
+        statement = self._inserts.get(table)
+        if statement is None:
+            chosen = self.schema.batches if table == self.schema.batches.name \
+                else self.schema.tables[table]
+            statement = self._inserts[table] = insert(chosen)
+        return statement
+
+    def _delete_statement(self, table: str, keys: tuple[str, ...]) -> Delete:
+        """DELETE FROM table WHERE key_column = :key_column AND ..., run once per key."""
+        statement = self._deletes.get(table)
+        if statement is None:
+            chosen = self.schema.tables[table]
+            statement = self._deletes[table] = chosen.delete().where(
+                *(chosen.c[c] == bindparam(f"key_{c}") for c in keys))
+        return statement
 
     def _write(self, connection: Connection, changes: dict[str, dict[Key, Row | None]],
                projection: Projection, suffix: str) -> None:
         for name, rows in changes.items():
-            table = self.schema.tables[name + suffix]
-            key_columns = [table.c[c] for c in projection.keys[name]]
-            keys = list(rows)
-            for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
-                connection.execute(table.delete().where(tuple_(*key_columns).in_(chunk)))
+            columns = projection.keys[name]
+            names = [f"key_{c}" for c in columns]
+            connection.execute(self._delete_statement(name + suffix, columns),
+                               [dict(zip(names, key, strict=True)) for key in rows])
             written = [row for row in rows.values() if row is not None]
             if written:
-                connection.execute(insert(table), written)
+                connection.execute(self._insert_statement(name + suffix), written)
 
     # --- rebuilds ------------------------------------------------------------------------------
 

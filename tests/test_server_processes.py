@@ -1,8 +1,8 @@
 """`gnlc serve --workers N`: several server processes on one port (SQLite and PostgreSQL).
 
-They share the store: a write through one is read through another with `min_position`, each
-event is projected once although every process runs a runner, a token revoked by the CLI is
-refused by every process from the next request, and stopping the server stops them all."""
+They share the store: a write through one is read through another with `min_position`, the
+projection runner (in the supervising process) counts each event once, a token revoked by the CLI
+is refused by every process from the next request, and stopping the server stops them all."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_several_server_processes_share_the_store_and_project_each_event_once(
                     "country": country, "min_position": done["position"]}))
             assert [m["name"] for m in members] == [f"Town {number}"]
 
-        # Every process runs a runner; the projections' batches still count each event once.
+        # The projections' batches count each event once.
         store = read_models(Settings(database_url=database_url))
         try:
             batches = _batches(store)
