@@ -14,8 +14,10 @@ import contextlib
 import fcntl
 import gc
 import hashlib
+import logging
 import os
 import pickle
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,9 +29,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import psycopg
+from eventsourcing.persistence import PersistenceError
 from eventsourcing.utils import get_topic
 from psycopg import sql
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from application.registry import Registry
 from infrastructure.log_reader import EventDecoder, LogReader
@@ -38,6 +42,12 @@ from infrastructure.readmodels import NEXT, Conflict, ReadModelStore, read_model
 from infrastructure.store import EventStoreLocation
 from projections.base import Projection
 from projections.catalogue import PROJECTIONS
+
+log = logging.getLogger("gnlc.projections")
+
+# What a failing database raises, through SQLAlchemy (the read models), the library (the log)
+# or the drivers themselves (the runner's lock and LISTEN connections).
+DATABASE_ERRORS = (SQLAlchemyError, PersistenceError, psycopg.Error, sqlite3.Error)
 
 
 class ProjectionFailed(Exception):
@@ -217,25 +227,40 @@ class ProjectionRunner:
                        for cls in t.projection.handles()})
 
     def run(self, stop: threading.Event, on_failure: Callable[[ProjectionFailed], None],
-            poll_seconds: float = 0.05, takeover_seconds: float = 1.0) -> None:
+            poll_seconds: float = 0.05, takeover_seconds: float = 1.0,
+            retry_seconds: float = 1.0) -> None:
         """Work until `stop` is set: take free projections, catch up, wait for new events.
 
         A projection that fails is reported and left alone (its position stays before the event
-        that failed); the others go on."""
+        that failed); the others go on. When the database fails (a restart, a dropped
+        connection, a refused commit), the runner drops what it holds in memory and its locks,
+        and after `retry_seconds` takes them again from the stored positions."""
         channel = getattr(self.registry.recorder, "channel_name", None)
         waiter = _Waiter(self.location, channel, poll_seconds)
         last_try = 0.0
         try:
             while not stop.is_set():
                 now = datetime.now(UTC).timestamp()
-                if len(self.tracked) < len(self.names) and now - last_try >= takeover_seconds:
-                    self.acquire()
-                    last_try = now
                 try:
+                    if len(self.tracked) < len(self.names) and \
+                            now - last_try >= takeover_seconds:
+                        self.acquire()
+                        last_try = now
                     self.catch_up()
                 except ProjectionFailed as failure:
                     on_failure(failure)
                     last_try = 0.0
+                    continue
+                except DATABASE_ERRORS as error:
+                    # Memory may hold a batch whose commit failed (its changed rows already
+                    # handed over): nothing of it may be used again, so start over from what
+                    # is stored, as a restarted runner would.
+                    log.warning("projection runner: the database failed (%s: %s); retrying "
+                                "from the stored positions in %g s",
+                                type(error).__name__, error, retry_seconds)
+                    self.release()
+                    last_try = 0.0
+                    stop.wait(retry_seconds)
                     continue
                 waiter.wait(stop, takeover_seconds)
         finally:
@@ -497,23 +522,39 @@ def _picklable(error: BaseException | None) -> Exception:
 
 
 class _Waiter:
-    """Waits for new events: LISTEN on the library's NOTIFY channel, or a short poll (SQLite)."""
+    """Waits for new events: LISTEN on the library's NOTIFY channel, or a short poll (SQLite,
+    and PostgreSQL while its listening connection is lost: it is opened again on the next
+    wait)."""
 
     def __init__(self, location: EventStoreLocation, channel: str | None,
                  poll_seconds: float) -> None:
         self.poll_seconds = poll_seconds
+        self.location, self.channel = location, channel
         self.connection: psycopg.Connection[Any] | None = None
-        if location.is_postgres and channel:
-            self.connection = psycopg.connect(location.psycopg_conninfo(), autocommit=True)
-            self.connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        self._listen()
+
+    def _listen(self) -> None:
+        if not (self.location.is_postgres and self.channel) or self.connection is not None:
+            return
+        try:
+            self.connection = psycopg.connect(self.location.psycopg_conninfo(), autocommit=True)
+            self.connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        except psycopg.Error:
+            self.close()  # the database is away: poll until it is back
 
     def wait(self, stop: threading.Event, at_most: float) -> None:
+        self._listen()
         if self.connection is None:
             stop.wait(self.poll_seconds)
             return
-        for _ in self.connection.notifies(timeout=at_most, stop_after=1):
-            break
+        try:
+            for _ in self.connection.notifies(timeout=at_most, stop_after=1):
+                break
+        except psycopg.Error:
+            self.close()
 
     def close(self) -> None:
         if self.connection is not None:
-            self.connection.close()
+            with contextlib.suppress(psycopg.Error):
+                self.connection.close()
+            self.connection = None

@@ -745,3 +745,74 @@ def test_a_projection_class_a_worker_process_cannot_import_is_rebuilt_in_this_pr
         assert rebuilt_in(runner, parallel=True) == before
     finally:
         store.engine.dispose()
+
+
+def _refuse_commits(store: ReadModelStore) -> Callable[[], None]:
+    """Make the database refuse every commit of a batch (a trigger raises on the batch row
+    written in the commit's transaction) until the returned function is called."""
+    schema = store.schema.metadata.schema
+    prefix = f'"{schema}".' if schema else ""
+    if store.engine.dialect.name == "sqlite":
+        statements = [
+            "CREATE TABLE refusing (reason TEXT)",
+            "INSERT INTO refusing VALUES ('a test')",
+            "CREATE TRIGGER refuse BEFORE INSERT ON projection_batches "
+            "WHEN EXISTS (SELECT 1 FROM refusing) BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        ]
+    else:
+        statements = [
+            f"CREATE TABLE {prefix}refusing (reason text)",
+            f"INSERT INTO {prefix}refusing VALUES ('a test')",
+            f"CREATE FUNCTION {prefix}refuse() RETURNS trigger AS $$ BEGIN IF EXISTS "
+            f"(SELECT 1 FROM {prefix}refusing) THEN RAISE EXCEPTION 'refused'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql",
+            f"CREATE TRIGGER refuse BEFORE INSERT ON {prefix}projection_batches "
+            f"FOR EACH ROW EXECUTE FUNCTION {prefix}refuse()",
+        ]
+    with store.engine.begin() as connection:
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+
+    def allow() -> None:
+        with store.engine.begin() as connection:
+            connection.exec_driver_sql(f"DELETE FROM {prefix}refusing")
+    return allow
+
+
+def test_a_live_runner_whose_commits_the_database_refuses_retries_from_its_stored_position(
+    database_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Memory holds a batch whose commit failed (its changed rows already handed over): the
+    runner must neither stop nor reuse that memory; once the database accepts commits again,
+    it resumes from the stored positions and counts each event once."""
+    settings = Settings(database_url=database_url)
+    registry = build_registry(settings)
+    store = build_read_models(settings)
+    try:
+        generate(registry, 400)
+        allow = _refuse_commits(store)
+        runner = build_runner(settings, registry, store, batch_size=100)
+        stop = threading.Event()
+        thread = threading.Thread(target=runner.run, args=(stop, pytest.fail),
+                                  kwargs={"retry_seconds": 0.05}, daemon=True)
+        with caplog.at_level("WARNING", logger="gnlc.projections"):
+            thread.start()
+            try:
+                wait_until(lambda: sum("the database failed" in r.getMessage()
+                                       for r in caplog.records) >= 3, WAIT_SECONDS,
+                           lambda: "the runner did not retry its refused commits")
+                assert thread.is_alive()
+                assert reached(store) == (0, 0)
+                allow()
+                generate(registry, 100)  # written while it recovers
+                head = registry.recorder.max_notification_id() or 0
+                wait_until(lambda: reached(store)[0] >= head, WAIT_SECONDS,
+                           lambda: f"the runner reached {reached(store)}, not {head}")
+            finally:
+                stop.set()
+                thread.join(timeout=JOIN_SECONDS)
+        assert_each_event_counted_once(store, head)
+        assert_read_models_equal_a_rebuild(settings, registry, store)
+    finally:
+        registry.close()
+        store.engine.dispose()
