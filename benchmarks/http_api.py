@@ -636,10 +636,20 @@ def members_cases(backend: str, url: str, args: argparse.Namespace) -> list[Resu
 def admission_case(backend: str, url: str, args: argparse.Namespace, clients: int) -> Result:
     """`--sequences` sequences of submit, endorse, admit over HTTP, on a fresh store."""
     open_registry(url).close()
+    # Untimed first, as the in-process baseline's first sequence is: a few sequences on new
+    # connections (each server process then has run the use cases once).
+    warm = 2 * args.workers
+    jobs = slots(args.sequences + warm)
     with tempfile.TemporaryDirectory(prefix="gnlc-bench-http-log-") as logs, \
             serve(url, logs, args.separate_runner, workers=args.workers) as server:
+        for slot in jobs[args.sequences:]:
+            warmer = Client(server.base, server.token)
+            try:
+                admission_job(warmer, slot, {name: [] for name in STEPS["admission"]})
+            finally:
+                warmer.close()
         seconds, latencies, steps, cpu = run_clients(
-            server, "admission", slots(args.sequences), clients, args.processes_for(clients))
+            server, "admission", jobs[:args.sequences], clients, args.processes_for(clients))
     return Result(backend, label("apply-endorse-admit (3 POSTs)", args), clients,
                   args.sequences, seconds, latencies, "seq/s", cpu=cpu, steps=steps)
 

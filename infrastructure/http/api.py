@@ -176,7 +176,7 @@ def _commands(api: FastAPI, s: Services) -> None:
     def submit(request: Request, body: ApplicationForm, actor: Caller,
                key: IdempotencyKey = None) -> JSONResponse:
         def action() -> dict[str, Any]:
-            done = reg.submit_application(actor, body.model_dump(mode="json"))
+            done = reg.submit_application(actor, body)  # validated once, by FastAPI
             return {"application_id": done.application_id, "city_id": done.city_id}
         return _command(s, request, actor, key, body, 201, action)
 
@@ -234,7 +234,7 @@ def _commands(api: FastAPI, s: Services) -> None:
     def report(request: Request, city_id: CityId, body: ProgressReport, actor: Caller,
                key: IdempotencyKey = None) -> JSONResponse:
         def action() -> dict[str, Any]:
-            r = reg.submit_report(actor, city_id, body.model_dump(mode="json"))
+            r = reg.submit_report(actor, city_id, body)  # validated once, by FastAPI
             return {"city_id": city_id, "cycle": r.cycle, "due": r.due, "late": r.late}
         return _command(s, request, actor, key, body, 201, action)
 
