@@ -35,7 +35,7 @@ from psycopg import sql
 from application.clock import FixedClock
 from application.registry import Registry
 from domain.acts import Actor, Role
-from infrastructure.bootstrap import build_registry
+from infrastructure.bootstrap import build_registry, initialise
 from infrastructure.settings import Settings
 from infrastructure.store import EventStoreLocation
 
@@ -197,16 +197,16 @@ def admit_worker(url: str, ids: list[UUID], barrier: Any, results: Any) -> None:
         results.put(traceback.format_exc())
 
 
-def admit_concurrently(backend: str, url: str, n: int, clients: int) -> Result:
-    ids = endorsed_applications(url, n, country_codes(clients))
+def run_workers(target: Callable[..., None], arguments: Sequence[tuple[Any, ...]]
+                ) -> tuple[float, list[float]]:
+    """One spawned process per argument tuple, each called as `target(*arguments, barrier,
+    queue)`, all starting at one barrier; each puts (started, finished, latencies) or a
+    traceback. Returns the wall time from the first start to the last finish, and every
+    latency."""
     context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(clients)
-    queue = context.Queue()
-    shares = [ids[k::clients] for k in range(clients)]
-    processes = [
-        context.Process(target=admit_worker, args=(url, share, barrier, queue))
-        for share in shares
-    ]
+    barrier, queue = context.Barrier(len(arguments)), context.Queue()
+    processes = [context.Process(target=target, args=(*args, barrier, queue))
+                 for args in arguments]
     for process in processes:
         process.start()
     reports = [queue.get(timeout=900) for _ in processes]
@@ -216,7 +216,13 @@ def admit_concurrently(backend: str, url: str, n: int, clients: int) -> Result:
     if failures:
         raise RuntimeError("a client failed:\n" + failures[0])
     seconds = max(r[1] for r in reports) - min(r[0] for r in reports)
-    latencies = [latency for r in reports for latency in r[2]]
+    return seconds, [latency for r in reports for latency in r[2]]
+
+
+def admit_concurrently(backend: str, url: str, n: int, clients: int) -> Result:
+    ids = endorsed_applications(url, n, country_codes(clients))
+    seconds, latencies = run_workers(
+        admit_worker, [(url, ids[k::clients]) for k in range(clients)])
     return Result(backend, f"admit, {clients} clients (processes)", n, seconds, latencies)
 
 
@@ -239,9 +245,8 @@ class BareApp(Application[UUID]):
 
 
 def bare_app(url: str) -> BareApp:
-    location = EventStoreLocation.from_url(url)
-    location.prepare()
-    return BareApp(env=location.library_env(create_table=True))
+    initialise(Settings(database_url=url))  # the store's tables, the audit chain's included
+    return BareApp(env=EventStoreLocation.from_url(url).library_env(create_table=True))
 
 
 def created_counters(app: BareApp, count: int) -> list[Counter]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import hashlib
 import io
 import multiprocessing
 import pstats
@@ -38,6 +37,7 @@ from admit import (
     country_codes,
     endorsed_applications,
     fresh_store,
+    run_workers,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
@@ -49,7 +49,6 @@ sys.path.insert(0, str(ROOT))  # tests.synthetic
 from application.registry import Registry  # noqa: E402
 from infrastructure.audit import StoredLog, verify  # noqa: E402
 from infrastructure.bootstrap import build_registry, initialise  # noqa: E402
-from infrastructure.chain import GENESIS  # noqa: E402
 from infrastructure.recorders import (  # noqa: E402
     PostgresRegistryRecorder,
     SQLiteRegistryRecorder,
@@ -138,22 +137,9 @@ def admit_worker(url: str, chain: bool, ids: list[UUID], barrier: Any, results: 
 def admit_clients(backend: str, url: str, n: int, clients: int, chain: bool) -> Result:
     ids = endorsed_applications(url, n, country_codes(clients))
     before = chained_events(url)
-    context = multiprocessing.get_context("spawn")
-    barrier, queue = context.Barrier(clients), context.Queue()
-    processes = [context.Process(target=admit_worker,
-                                 args=(url, chain, ids[k::clients], barrier, queue))
-                 for k in range(clients)]
-    for process in processes:
-        process.start()
-    reports = [queue.get(timeout=900) for _ in processes]
-    for process in processes:
-        process.join()
-    failures = [r for r in reports if isinstance(r, str)]
-    if failures:
-        raise RuntimeError("a client failed:\n" + failures[0])
+    seconds, latencies = run_workers(
+        admit_worker, [(url, chain, ids[k::clients]) for k in range(clients)])
     check_chain(url, before, chain)
-    seconds = max(r[1] for r in reports) - min(r[0] for r in reports)
-    latencies = [latency for r in reports for latency in r[2]]
     return Result(backend, f"admit, {clients} clients, {label(chain)}", n, seconds, latencies)
 
 
@@ -193,54 +179,6 @@ def read_only(log: StoredLog) -> int:
     return sum(1 for _ in log.pairs())
 
 
-def joined_prototype(log: StoredLog) -> int:
-    """Not the product: a sketch of a faster verify, for the record. One query joining each event
-    to its link (a real one would also need the rows of either side alone), the stream id
-    formatted without parsing, the length prefixes joined once, one SHA-256 per row."""
-    query = (f"SELECT e.{log.position}, e.originator_id, e.originator_version, e.topic, e.state, "
-             f"c.hash, c.recorded_at FROM {log.events} e JOIN {log.chain} c "
-             f"ON c.position = e.{log.position} ORDER BY e.{log.position}")
-    previous, count, sha256 = bytes.fromhex(GENESIS), 0, hashlib.sha256
-    with log.connect() as connection:
-        cursor = connection.cursor()
-        cursor.execute(query)
-        while rows := cursor.fetchmany(5000):
-            for position, stream, version, topic, state, chained, recorded_at in rows:
-                if isinstance(stream, str) and len(stream) == 32:
-                    stream = f"{stream[:8]}-{stream[8:12]}-{stream[12:16]}-{stream[16:20]}-" \
-                             f"{stream[20:]}"
-                parts = (str(position).encode(), str(stream).encode(), str(version).encode(),
-                         topic.encode(), state, recorded_at.encode())
-                row = b"".join([len(p).to_bytes(8, "big") + p for p in parts])
-                digest = sha256(previous + row).digest()
-                if digest.hex() != chained:
-                    raise AssertionError(f"prototype disagrees at {position}")
-                previous, count = digest, count + 1
-    return count
-
-
-def sql_prototype(log: StoredLog) -> int:
-    """Not the product, PostgreSQL only: every link checked in SQL (`sha256()`) against the stored
-    hash before it. It finds the same first bad position as recomputing the chain (every link
-    before it holds, so the stored hash before it is the recomputed one), and needs no order."""
-    def part(value: str) -> str:
-        return f"int8send(octet_length({value})::int8) || {value}"
-    row = " || ".join(part(v) for v in (
-        "convert_to(e.notification_id::text, 'UTF8')", "convert_to(e.originator_id::text, 'UTF8')",
-        "convert_to(e.originator_version::text, 'UTF8')", "convert_to(e.topic, 'UTF8')",
-        "e.state", "convert_to(c.recorded_at, 'UTF8')"))
-    position = "coalesce(e.notification_id, c.position)"
-    query = (
-        f"SELECT count(*), min(position) FILTER (WHERE bad) FROM (SELECT {position} AS position, "
-        f"c.hash IS DISTINCT FROM encode(sha256(decode(lag(c.hash, 1, '{GENESIS}') OVER "
-        f"(ORDER BY {position}), 'hex') || {row}), 'hex') OR e.notification_id IS NULL AS bad "
-        f"FROM {log.events} e FULL JOIN {log.chain} c ON c.position = e.notification_id) AS x")
-    with log.connect() as connection:
-        count, first_bad = connection.execute(query).fetchone()
-    assert first_bad is None, first_bad
-    return int(count)
-
-
 def timed(function: Any, *args: Any) -> tuple[float, Any]:
     started = time.perf_counter()
     value = function(*args)
@@ -259,11 +197,10 @@ def verify_rates(backend: str, args: argparse.Namespace) -> list[tuple[str, int,
               file=sys.stderr, flush=True)
         log = StoredLog(EventStoreLocation.from_url(url))
         rows = []
+        # (The prototypes timed here before became `verify()` itself: a joined read on SQLite,
+        # each link checked by PostgreSQL's sha256(); see benchmarks/README.md.)
         for what, function in (("verify()", lambda: verify(log).checked),
-                               ("read only (pairs)", lambda: read_only(log)),
-                               ("prototype: 1 joined query", lambda: joined_prototype(log)),
-                               *([("prototype: in SQL, sha256()", lambda: sql_prototype(log))]
-                                 if log.location.is_postgres else [])):
+                               ("read only (pairs)", lambda: read_only(log))):
             runs = []
             for _ in range(args.repeat):
                 seconds, count = timed(function)

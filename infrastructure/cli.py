@@ -160,6 +160,16 @@ def _fail(error: GnlcError, as_json: bool) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _stop(code: str, message: str, as_json: bool, exit_code: int) -> NoReturn:
+    """Report a failure that is not a refusal (no field to name), then exit."""
+    if as_json:
+        print(json.dumps({"error": {"code": code, "message": message, "field": None}}),
+              file=sys.stderr)
+    else:
+        err.print(f"[bold red]{code}[/]: {escape(message)}", highlight=False)
+    raise typer.Exit(exit_code)
+
+
 def _run(ctx: typer.Context, as_json: bool, action: Callable[[Session], Any]) -> None:
     """Run one command: map refusals to exit codes, print the result for people or programs."""
     session: Session = ctx.obj
@@ -168,21 +178,11 @@ def _run(ctx: typer.Context, as_json: bool, action: Callable[[Session], Any]) ->
     except GnlcError as error:
         _fail(error, as_json)
     except (OperationalError, PersistenceError, psycopg.Error, sqlite3.Error, OSError) as error:
-        message = f"the database is unavailable: {type(error).__name__}: {error}"
-        if as_json:
-            print(json.dumps({"error": {"code": "unavailable", "message": message,
-                                        "field": None}}), file=sys.stderr)
-        else:
-            err.print(f"[bold red]unavailable[/]: {message}", highlight=False)
-        raise typer.Exit(EXIT_UNAVAILABLE) from None
+        _stop("unavailable", f"the database is unavailable: {type(error).__name__}: {error}",
+              as_json, EXIT_UNAVAILABLE)
     except Exception as error:  # a bug: one line for the user, never a stack trace
-        message = f"internal error: {type(error).__name__}: {error}"
-        if as_json:
-            print(json.dumps({"error": {"code": "internal_error", "message": message,
-                                        "field": None}}), file=sys.stderr)
-        else:
-            err.print(f"[bold red]internal_error[/]: {escape(message)}", highlight=False)
-        raise typer.Exit(EXIT_INTERNAL) from None
+        _stop("internal_error", f"internal error: {type(error).__name__}: {error}", as_json,
+              EXIT_INTERNAL)
     finally:
         session.close()
     if as_json and result is not None:

@@ -59,10 +59,9 @@ class ReadSide:
         if position > head:
             raise InvalidInput(f"min_position {position} is beyond the head of the log ({head})",
                                field="min_position")
-        name = TABLE_OWNER[table]
-        if self.store.positions()[name][0] >= position:
+        if self.reached(position, table):
             return
-        if not self._catch_up_or_wait([name], position, timeout):
+        if not self._catch_up_or_wait([TABLE_OWNER[table]], position, timeout):
             raise Behind(f"the read models have not reached position {position} "
                          f"within {timeout:g} s")
 

@@ -98,6 +98,14 @@ class ReadModelSchema:
             Column("committed_at", DateTime(timezone=True)),
         )
 
+    def table(self, name: str) -> Table:
+        """Any table by name: a read-model table, `projection_positions` or `projection_batches`."""
+        if name == self.positions.name:
+            return self.positions
+        if name == self.batches.name:
+            return self.batches
+        return self.tables[name]
+
     def live(self) -> list[Table]:
         return [t for name, t in self.tables.items() if not name.endswith(NEXT)]
 
@@ -152,7 +160,7 @@ class ReadModelStore:
     def positions(self) -> dict[str, tuple[int, int]]:
         """Per projection: (position, generation)."""
         with self.reader.connect() as connection:
-            rows = connection.execute(self._select("projection_positions", ())).mappings()
+            rows = connection.execute(self._select(self.schema.positions.name, ())).mappings()
             return {r["projection"]: (r["position"], r["generation"]) for r in rows}
 
     def load(self, projection: Projection, suffix: str = "") -> None:
@@ -174,8 +182,7 @@ class ReadModelStore:
         is then computed once too)."""
         query = self._selects.get((table, columns))
         if query is None:
-            chosen = self.schema.positions if table == "projection_positions" \
-                else self.schema.tables[table]
+            chosen = self.schema.table(table)
             query = select(chosen).where(*(chosen.c[c] == bindparam(c) for c in columns))
             self._selects[(table, columns)] = query
         return query
@@ -221,9 +228,7 @@ class ReadModelStore:
     def _insert_statement(self, table: str) -> Insert:
         statement = self._inserts.get(table)
         if statement is None:
-            chosen = self.schema.batches if table == self.schema.batches.name \
-                else self.schema.tables[table]
-            statement = self._inserts[table] = insert(chosen)
+            statement = self._inserts[table] = insert(self.schema.table(table))
         return statement
 
     def _delete_statement(self, table: str, keys: tuple[str, ...]) -> Delete:

@@ -1,12 +1,19 @@
-"""The HTTP API served on a loopback port, in a thread, for tests over real sockets."""
+"""The HTTP API served on a loopback port for tests over real sockets: in a thread of the test
+process, or as `gnlc serve` in a subprocess."""
 
 from __future__ import annotations
 
+import os
+import queue
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -19,6 +26,9 @@ from infrastructure.settings import Settings
 
 OPERATOR = Actor("test-operator", Role.SECRETARIAT)
 STARTUP_TIMEOUT = 30.0
+ROOT = Path(__file__).resolve().parent.parent
+GNLC = str(Path(sys.executable).with_name("gnlc"))
+SERVE_STARTUP_TIMEOUT = 60.0  # a subprocess imports everything first
 
 
 @dataclass
@@ -64,3 +74,41 @@ def live_server(settings: Settings, clock: Clock | None = None,
         thread.join(timeout=30)
         sock.close()
         registry.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serving(database_url: str, port: int, *options: str) -> Iterator[list[str]]:
+    """`gnlc serve` in a subprocess; yields the lines it printed up to 'gnlc API on'."""
+    env = {**os.environ, "GNLC_DATABASE_URL": database_url}
+    server = subprocess.Popen([GNLC, "serve", "--port", str(port), *options], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    assert server.stdout is not None
+    threading.Thread(target=lambda: [lines.put(line) for line in server.stdout],  # type: ignore[union-attr]
+                     daemon=True).start()
+    printed: list[str] = []
+    try:
+        while not printed or not printed[-1].startswith("gnlc API on"):
+            printed.append(lines.get(timeout=SERVE_STARTUP_TIMEOUT))
+        _wait_until_listening(port)
+        yield printed
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _wait_until_listening(port: int) -> None:
+    for _ in range(int(SERVE_STARTUP_TIMEOUT / 0.05)):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.05).close()
+            return
+        except OSError:
+            threading.Event().wait(0.05)
+    raise AssertionError("the server never listened")

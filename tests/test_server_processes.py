@@ -22,7 +22,7 @@ from infrastructure.readmodels import ReadModelStore
 from infrastructure.settings import Settings
 from tests.conftest import application_form
 from tests.http_support import ok, read_models, refused
-from tests.test_readme import free_port, serving
+from tests.live_server import free_port, serving
 
 GNLC = str(Path(sys.executable).with_name("gnlc"))
 WORKERS = 3
