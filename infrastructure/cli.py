@@ -851,10 +851,10 @@ app.add_typer(events_app, name="events")
 
 @events_app.command("schemas")
 def events_schemas(
-    out_dir: Annotated[Path, typer.Option("--out", help="Where to write one file per type.")
-                       ] = Path("docs/events"),
+    out_dir: Annotated[Path, typer.Argument(
+        help="The directory to write one file per type to (docs/events in a checkout).")],
 ) -> None:
-    """Write the JSON Schema of every public event type and version (docs/events/)."""
+    """Write the JSON Schema of every public event type and version, one file each."""
     from projections.public import schemas
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -863,6 +863,20 @@ def events_schemas(
             json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
             encoding="utf-8")
     out.print(f"wrote {len(schemas())} schemas to {out_dir}")
+
+
+example_app = typer.Typer(help="Example input files, shipped with the package.")
+app.add_typer(example_app, name="example")
+
+
+@example_app.command("application")
+def example_application() -> None:
+    """Print an example application form (Part 1), as `gnlc apply` and POST /applications take."""
+    from importlib.resources import files
+
+    # Package data, so that an installed gnlc has it wherever it runs (the README's quick start).
+    sys.stdout.write(files("infrastructure.examples").joinpath("application.json")
+                     .read_text(encoding="utf-8"))
 
 
 relay_app = typer.Typer(help="Relays of the event feed to streaming engines.")

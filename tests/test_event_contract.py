@@ -35,7 +35,7 @@ def _stored_event_classes() -> set[type]:
 def test_the_committed_schemas_in_docs_events_are_those_the_code_generates() -> None:
     committed = {p.stem: json.loads(p.read_text(encoding="utf-8"))
                  for p in DOCS.glob("*.json")}
-    assert committed == schemas(), "run `gnlc events schemas` and commit docs/events/"
+    assert committed == schemas(), "run `gnlc events schemas docs/events` and commit it"
 
 
 def test_every_membership_event_has_a_public_type_and_token_events_have_none() -> None:

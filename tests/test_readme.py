@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.live_server import free_port, serving
@@ -26,10 +27,12 @@ def test_the_quick_start_admits_a_city_with_the_token_printed_on_first_start(tmp
         exports = [line for line in printed if line.startswith("export GNLC_TOKEN=")]
         assert len(exports) == 1
         token = exports[0].strip().split("=", 1)[1]
+        # From another directory, with this environment's `gnlc` on the PATH, as a user would.
+        path = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
         done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", quick_start()], cwd=ROOT, capture_output=True,
-            text=True, timeout=120,
-            env={**os.environ, "GNLC_TOKEN": token, "GNLC_URL": f"http://127.0.0.1:{port}"})
+            ["bash", "-euo", "pipefail", "-c", quick_start()], cwd=tmp_path, capture_output=True,
+            text=True, timeout=120, env={**os.environ, "PATH": path, "GNLC_TOKEN": token,
+                                         "GNLC_URL": f"http://127.0.0.1:{port}"})
     assert done.returncode == 0, done.stderr
     assert '"name":"Cork","country":"IE","status":"active"' in done.stdout
 

@@ -1,0 +1,1 @@
+"""Example input files shipped with the package (`gnlc example application`)."""
