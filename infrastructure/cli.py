@@ -63,7 +63,7 @@ from infrastructure.views import (
     application_view,
     audit_state_view,
     city_view,
-    event_view,
+    history_view,
     intake_view,
     plain,
 )
@@ -463,8 +463,8 @@ def show_city(ctx: typer.Context, city: Annotated[str, typer.Argument(metavar="C
 def history(ctx: typer.Context, city: Annotated[str, typer.Argument(metavar="CITY_ID")],
             as_json: JsonFlag = False) -> None:
     """Every event of a city and its applications, oldest first."""
-    _run(ctx, as_json, lambda s: [event_view(r) for r in s.registry().history(
-        parse_id(city, "city_id"))])
+    _run(ctx, as_json, lambda s: history_view(s.registry(), s.registry().history(
+        parse_id(city, "city_id"))))
 
 
 # --- queries (read models) ------------------------------------------------------------------
