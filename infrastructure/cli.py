@@ -57,6 +57,7 @@ from infrastructure.bootstrap import (
 )
 from infrastructure.history_import import import_history
 from infrastructure.read_side import ReadSide
+from infrastructure.recorded_times import RecordedTimes
 from infrastructure.relay import NatsTarget
 from infrastructure.settings import Settings, settings_environment
 from infrastructure.views import (
@@ -588,7 +589,9 @@ def projections_status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         for name, (position, generation) in sorted(store.positions().items()):
             waiting = registry.recorder.select_notifications(position + 1, 1, stop=head) \
                 if position < head else []
-            oldest = registry.mapper.to_domain_event(waiting[0]).timestamp if waiting else None
+            # Recorded when its chain row was written (infrastructure/recorded_times.py).
+            recorded = RecordedTimes(registry.recorder).of([waiting[0].id]) if waiting else {}
+            oldest = datetime.fromisoformat(recorded[waiting[0].id]) if recorded else None
             lag_seconds = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
             rows.append({"projection": name, "position": position, "head": head,
                          "lag_events": head - position, "lag_seconds": round(lag_seconds, 3),
