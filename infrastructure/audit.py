@@ -28,6 +28,7 @@ from infrastructure.chain import (
     link,
     recorded_now,
     recorded_text,
+    stream_text,
 )
 from infrastructure.store import EVENTS_TABLE, EventStoreLocation
 
@@ -414,12 +415,22 @@ def export(log: StoredLog, out: TextIO, after: int = 0, until: int | None = None
         if not isinstance(state, bytes):
             raise InvalidInput("the stored log does not verify; run `gnlc audit verify`")
         out.write(json.dumps({
-            "position": position, "stream_id": stream, "stream_version": version,
+            "position": position, "stream_id": _stream_id(stream), "stream_version": version,
             "topic": topic, "state": base64.b64encode(state).decode(),
             "recorded_at": chained.recorded_at, "previous_hash": previous,
             "hash": chained.hash}, separators=(",", ":")) + "\n")
         previous, count = chained.hash, count + 1
     return count
+
+
+def _stream_id(stream: Any) -> str:
+    """The stream id as the chain hashes it (`stream_text`): a UUID's text on both backends
+    (PostgreSQL's driver gives a UUID, which JSON cannot hold; SQLite stores 32 hex digits), so
+    that the same events export to the same lines. A value no writer stores stays as stored."""
+    try:
+        return stream_text(stream)
+    except (TypeError, ValueError, AttributeError):
+        return str(stream)
 
 
 def verify_export(path: Path, expect: Head | None = None) -> Verdict:

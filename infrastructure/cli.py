@@ -57,13 +57,14 @@ from infrastructure.bootstrap import (
 )
 from infrastructure.history_import import import_history
 from infrastructure.read_side import ReadSide
+from infrastructure.recorded_times import RecordedTimes
 from infrastructure.relay import NatsTarget
 from infrastructure.settings import Settings, settings_environment
 from infrastructure.views import (
     application_view,
     audit_state_view,
     city_view,
-    event_view,
+    history_view,
     intake_view,
     plain,
 )
@@ -463,8 +464,8 @@ def show_city(ctx: typer.Context, city: Annotated[str, typer.Argument(metavar="C
 def history(ctx: typer.Context, city: Annotated[str, typer.Argument(metavar="CITY_ID")],
             as_json: JsonFlag = False) -> None:
     """Every event of a city and its applications, oldest first."""
-    _run(ctx, as_json, lambda s: [event_view(r) for r in s.registry().history(
-        parse_id(city, "city_id"))])
+    _run(ctx, as_json, lambda s: history_view(s.registry(), s.registry().history(
+        parse_id(city, "city_id"))))
 
 
 # --- queries (read models) ------------------------------------------------------------------
@@ -588,7 +589,9 @@ def projections_status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         for name, (position, generation) in sorted(store.positions().items()):
             waiting = registry.recorder.select_notifications(position + 1, 1, stop=head) \
                 if position < head else []
-            oldest = registry.mapper.to_domain_event(waiting[0]).timestamp if waiting else None
+            # Recorded when its chain row was written (infrastructure/recorded_times.py).
+            recorded = RecordedTimes(registry.recorder).of([waiting[0].id]) if waiting else {}
+            oldest = datetime.fromisoformat(recorded[waiting[0].id]) if recorded else None
             lag_seconds = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
             rows.append({"projection": name, "position": position, "head": head,
                          "lag_events": head - position, "lag_seconds": round(lag_seconds, 3),

@@ -35,6 +35,7 @@ from application.registry import DateAsISO, Registry
 from domain.applications import CityApplication
 from domain.cities import City
 from domain.quotas import QuotaLedger
+from infrastructure.recorded_times import RecordedTimes
 from infrastructure.views import plain
 from projections.public import CONTRACT, ENVELOPE, data_of, masked
 
@@ -226,6 +227,9 @@ class Feed:
     def __init__(self, registry: Registry, fast: bool = True) -> None:
         """`fast=False`: every event through the library's mapper (the reference for tests)."""
         self.registry = registry
+        # The recorded time shown is the chain row's (what `known_at` compares), not the
+        # event's own timestamp: see infrastructure/recorded_times.py.
+        self.recorded_times = RecordedTimes(registry.recorder)
         # Which city and country an aggregate concerns never changes: remember it, with the
         # start of the hashed name of its events' public ids (see public_event_id).
         self._known: dict[UUID, tuple[bytes, Subject]] = {}
@@ -261,9 +265,12 @@ class Feed:
                 stop = min(head, examined + max(WINDOW_ROWS * rows, SCAN_PAGE))
                 batch = self.registry.recorder.select_notifications(
                     examined + 1, rows, stop=stop, topics=FEED_TOPICS)
+                # One query for the page's chain times: committed with the events, so every
+                # event just read has its row.
+                times = self.recorded_times.between(batch[0].id, batch[-1].id) if batch else {}
                 for notification in batch:
                     examined = notification.id
-                    event = self.decode(notification)
+                    event = self.decode(notification, times.get(notification.id))
                     if unfiltered or where.matches(event):
                         found.append(event)
                         if len(found) == limit:
@@ -273,9 +280,13 @@ class Feed:
                         examined = stop  # the rest of the window holds no feed event
         return found, examined
 
-    def decode(self, notification: Any) -> FeedEvent:
-        """A stored event with its position (a library `Notification`) as a feed event."""
-        return self._event(notification, self.parts(notification))
+    def decode(self, notification: Any, recorded_at: str | None = None) -> FeedEvent:
+        """A stored event with its position (a library `Notification`) as a feed event;
+        `recorded_at` is its chain row's time (looked up when not given)."""
+        if recorded_at is None:
+            recorded_at = self.recorded_times.between(notification.id, notification.id).get(
+                notification.id)
+        return self._event(notification, self.parts(notification), recorded_at)
 
     def parts(self, stored: StoredEvent) -> Parts:
         if self._fast:
@@ -313,7 +324,7 @@ class Feed:
         return Parts(type(event), event.timestamp.isoformat(), event.effective_at.isoformat(),
                      event.actor, plain(data_of(event)))
 
-    def _event(self, notification: Any, parts: Parts) -> FeedEvent:
+    def _event(self, notification: Any, parts: Parts, recorded_at: str | None) -> FeedEvent:
         public = CONTRACT[parts.cls]
         originator_id: UUID = notification.originator_id
         version: int = notification.originator_version
@@ -330,7 +341,11 @@ class Feed:
             city = (application[1] if application else self._look_up(application_id))[0]
         return FeedEvent.make(
             notification.id, public_event_id(prefix, version), public.name, public.version,
-            city, country, parts.recorded_at, parts.effective_at, parts.actor, parts.data)
+            city, country,
+            # The event's own timestamp only for an event without a chain row: a log that
+            # does not verify (`gnlc audit verify` reports it).
+            parts.recorded_at if recorded_at is None else recorded_at,
+            parts.effective_at, parts.actor, parts.data)
 
     def _first_sight(self, originator_id: UUID, originator_version: int, cls: type,
                      data: dict[str, Any]) -> tuple[bytes, Subject]:

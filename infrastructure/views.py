@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, fields, is_dataclass
 from datetime import date, datetime
 from enum import Enum
 from typing import Any
 from uuid import UUID
 
-from application.registry import RecordedEvent
+from application.registry import RecordedEvent, Registry
 from domain.applications import CityApplication
 from domain.cities import City
 from domain.intakes import Intake
+from infrastructure.recorded_times import RecordedTimes
 from projections.public import ENVELOPE, masked_form
 
 
@@ -84,8 +86,19 @@ def audit_state_view(city: City | None, applications: list[CityApplication],
             "applications": [application_view(a, personal) for a in applications]}
 
 
-def event_view(recorded: RecordedEvent, personal: bool = True) -> dict[str, Any]:
-    """An event in history; without `personal`, a form's personal fields are null."""
+def history_view(registry: Registry, history: Sequence[RecordedEvent],
+                 personal: bool = True) -> list[dict[str, Any]]:
+    """Events in history, each with its chain row's recorded time (what `known_at` compares)."""
+    times = RecordedTimes(registry.recorder).of([r.position for r in history])
+    return [event_view(r, personal, times.get(r.position)) for r in history]
+
+
+def event_view(recorded: RecordedEvent, personal: bool = True,
+               recorded_at: str | None = None) -> dict[str, Any]:
+    """An event in history; without `personal`, a form's personal fields are null.
+
+    `recorded_at`: its chain row's time (see `history_view`); the event's own timestamp, taken
+    before the write lock, only for an event without one (a log that does not verify)."""
     event = recorded.event
     data = {
         f.name: getattr(event, f.name) for f in fields(event) if f.name not in ENVELOPE
@@ -96,7 +109,7 @@ def event_view(recorded: RecordedEvent, personal: bool = True) -> dict[str, Any]
         {
             "position": recorded.position,
             "type": type(event).__qualname__,
-            "recorded_at": event.timestamp,
+            "recorded_at": event.timestamp if recorded_at is None else recorded_at,
             "effective_at": event.effective_at,
             "actor": event.actor,
             "clock_overridden": event.clock_overridden,

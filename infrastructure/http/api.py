@@ -51,7 +51,7 @@ from infrastructure.http.schemas import (
     Submitted,
 )
 from infrastructure.read_side import ReadSide
-from infrastructure.views import application_view, city_view, event_view, intake_view, plain
+from infrastructure.views import application_view, city_view, history_view, intake_view, plain
 from projections import answers
 from projections.base import Row
 
@@ -353,7 +353,7 @@ def _queries(api: FastAPI, s: Services) -> None:
     @api.get("/cities/{city_id}/history", response_model=list[EventView], tags=["cities"])
     def history(city_id: CityId, actor: Caller) -> list[dict[str, Any]]:
         reg.city_for(actor, city_id)
-        return [event_view(r, PERSONAL_DATA in actor.scopes) for r in reg.history(city_id)]
+        return history_view(reg, reg.history(city_id), PERSONAL_DATA in actor.scopes)
 
 
 # --- probes ----------------------------------------------------------------------------------
