@@ -39,6 +39,7 @@ from infrastructure.settings import Settings
 from projections import answers
 from projections.catalogue import PROJECTIONS, fold
 from tests.conftest import (
+    AUDITOR,
     BERLIN,
     CITY,
     COMMISSION,
@@ -432,14 +433,14 @@ def check_read_models(run: Run, rebuild_one_by_one: bool) -> None:
     live = {table: run.store.rows(table) for table in TABLES}
 
     # The live rows equal the pure fold of the same events.
-    folded = fold([r.event for r in run.registry.read_log()], TIMEZONE)
+    folded = fold([r.event for r in run.registry.read_log(AUDITOR)], TIMEZONE)
     for table, name in TABLES.items():
         assert_same_rows(live[table], folded[name].rows(table), row_key(table),
                          f"{table}: live rows and the fold of the log")
 
     # The live rows answer what the aggregates say.
-    cities = [run.registry.city(i) for i in sorted(run.cities)]
-    applications = [run.registry.application(i) for i in run.applications]
+    cities = [run.registry.city(SECRETARIAT, i) for i in sorted(run.cities)]
+    applications = [run.registry.application(SECRETARIAT, i) for i in run.applications]
     for table in ("members", "deadlines"):
         assert_same_rows(
             [{"city_id": r["city_id"], "status": r["status"]} for r in live[table]],
