@@ -203,7 +203,9 @@ class Registry(Application[UUID]):
         self.save(calendar)
         return intake
 
-    def intakes(self) -> list[Intake]:
+    def intakes(self, actor: Actor) -> list[Intake]:
+        """Every intake opened, oldest first (the network's calendar: no country's or city's)."""
+        authorise(actor, Action.READ, actor.country, actor.city_id)
         calendar = self._calendar()
         return sorted(calendar.intakes.values(), key=lambda i: i.year) if calendar else []
 

@@ -158,7 +158,7 @@ def open_registry(url: str) -> Registry:
     """A registry on the real clock (as the server's), the intake of this year open all year."""
     registry = build_registry(Settings(database_url=url))
     year = today().year
-    if year not in {i.year for i in registry.intakes()}:
+    if year not in {i.year for i in registry.intakes(SECRETARIAT)}:
         registry.open_intake(SECRETARIAT, year, date(year, 1, 1), date(year, 12, 31))
     return registry
 

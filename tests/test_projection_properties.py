@@ -196,7 +196,7 @@ class Run:
     def to_window(self, offset: int, hour: int) -> None:
         """To `offset` days after the opening of the next intake window not yet closed, or after
         the next 1 March when there is none (so a few days before or after a window, too)."""
-        opens = [i.opens for i in self.registry.intakes() if i.closes >= self.today]
+        opens = [i.opens for i in self.registry.intakes(SECRETARIAT) if i.closes >= self.today]
         day = min(opens, default=date(self.today.year + (self.today.month >= 3), 3, 1))
         self._set(day + timedelta(days=offset), hour)
 
@@ -243,7 +243,7 @@ class Run:
 
     def extend_intake(self, year_offset: int, days: int, reason: str) -> None:
         year = self._latest_intake_year(default=self.today.year) + year_offset
-        closes = next((i.closes for i in self.registry.intakes() if i.year == year),
+        closes = next((i.closes for i in self.registry.intakes(SECRETARIAT) if i.year == year),
                       date(year, 4, 30))
         self.registry.extend_intake(SECRETARIAT, year, closes + timedelta(days=days), reason)
 
@@ -282,7 +282,7 @@ class Run:
         self.registry.end_membership(SECRETARIAT, self._city(pick), reason)
 
     def _latest_intake_year(self, default: int) -> int:
-        return max((i.year for i in self.registry.intakes()), default=default)
+        return max((i.year for i in self.registry.intakes(SECRETARIAT)), default=default)
 
     def _application(self, pick: int) -> UUID:
         if pick < 0 or not self.applications:

@@ -8,6 +8,7 @@ its answers never tell whether a city outside its scope ever applied.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -15,6 +16,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from typer.testing import CliRunner
 
 from application.registry import Registry
 from domain.access import read_scope
@@ -22,6 +24,7 @@ from domain.acts import Actor, Role
 from domain.cities import city_id
 from domain.errors import Forbidden, NotFound
 from infrastructure.bootstrap import build_read_side
+from infrastructure.cli import app
 from infrastructure.settings import Settings
 from tests.conftest import (
     CITY,
@@ -86,6 +89,7 @@ READS = [
     Read("city_at", UNSCOPED_READERS,
          lambda r, _, a, ids: r.city_at(a, HAMBURG, date(2019, 12, 31))),
     Read("read_log", UNSCOPED_READERS, lambda r, _, a, ids: list(r.read_log(a))),
+    Read("intakes", LIST_READERS, lambda r, _, a, ids: r.intakes(a)),
     *(Read(table, LIST_READERS, _rows(table))
       for table in ("members", "quotas", "deadlines", "applications")),
     *(Read(f"{table} as of a past day", UNSCOPED_READERS, _rows(table, past=True))
@@ -138,9 +142,9 @@ def test_a_scoped_reader_gets_only_the_rows_of_its_country_or_city(
 
 # --- unknown and foreign ids look alike to a scoped actor --------------------------------------
 
-def _outcome(action: Callable[[], object]) -> tuple[str, str]:
+def _outcome(action: Callable[[UUID], object], subject: UUID) -> tuple[str, str]:
     try:
-        action()
+        action(subject)
     except (Forbidden, NotFound) as error:
         return error.code, str(error)
     return "done", ""
@@ -158,7 +162,7 @@ def test_a_scoped_actor_cannot_tell_an_unknown_city_from_a_foreign_one(
     ]
     count = registry.count_events()
     for read in reads:
-        foreign, unknown = _outcome(lambda: read(HAMBURG)), _outcome(lambda: read(NEVER_APPLIED))
+        foreign, unknown = _outcome(read, HAMBURG), _outcome(read, NEVER_APPLIED)
         assert foreign == unknown
         assert foreign[0] == "forbidden"
     assert registry.count_events() == count
@@ -178,8 +182,8 @@ def test_a_scoped_actor_cannot_tell_an_unknown_application_from_a_foreign_one(
     ]
     count = registry.count_events()
     for act in acts:
-        foreign = _outcome(lambda: act(world["hamburg_application"]))
-        unknown = _outcome(lambda: act(uuid4()))
+        foreign = _outcome(act, world["hamburg_application"])
+        unknown = _outcome(act, uuid4())
         assert foreign == unknown
         assert foreign[0] == "forbidden"
     assert registry.count_events() == count
@@ -213,3 +217,27 @@ def test_a_role_without_the_permission_is_refused_before_anything_is_looked_up(
                    lambda: registry.admit(COMMISSION, uuid4())):
         with pytest.raises(Forbidden):
             action()
+
+
+# --- the command line reads in the role of its command -----------------------------------------
+
+def test_the_command_line_reads_as_the_secretariat_and_audits_as_an_auditor(
+        registry: Registry, settings: Settings, world: dict[str, UUID]) -> None:
+    def gnlc(*args: str) -> Any:
+        result = CliRunner().invoke(app, ["--database-url", settings.database_url,
+                                          "--now", "2019-12-31T12:00:00+01:00", *args, "--json"])
+        assert result.exit_code == 0, result.stderr or result.output
+        return json.loads(result.stdout)
+
+    application = str(world["hamburg_application"])
+    assert gnlc("show", "application", application)["city"] == "Hamburg"
+    assert gnlc("show", "city", str(HAMBURG))["name"] == "Hamburg"
+    assert gnlc("history", str(HAMBURG))
+    assert gnlc("audit", "state", str(HAMBURG), "--as-of", "2019-12-31")["city"]["name"] == (
+        "Hamburg")
+    assert {m["name"] for m in gnlc("members", "--as-of", "2019-12-31")} == {"Hamburg", "Lyon"}
+    assert {m["name"] for m in gnlc("members", "--country", "FR")} == {"Lyon"}
+    assert {q["country"] for q in gnlc("quotas", "--known-at", "2099-01-01T00:00:00+00:00")} == {
+        "DE", "FR"}
+    assert {a["city"] for a in gnlc("applications")} == {"Bremen", "Hamburg", "Lyon"}
+    assert gnlc("deadlines", "--today", "2021-06-01")
