@@ -314,7 +314,7 @@ def wait_until_caught_up(base: str, processes: Sequence[subprocess.Popen[bytes]]
                 continue
             body = ready.json() if ready.status_code == 200 else {}
             projections = body.get("projections", {})
-            if projections and all(p["lag_events"] == 0 for p in projections.values()):
+            if projections and all(p["lag_seconds"] == 0 for p in projections.values()):
                 return
             time.sleep(0.1)
     raise RuntimeError("gnlc serve did not start and catch up in time")

@@ -356,6 +356,6 @@ def _probes(api: FastAPI, s: Services) -> None:
         the log, and nothing else: it needs no token, so no positions and no audit head (those
         are `GET /audit/head`'s, for auditors)."""
         return {"ready": True, "projections": {
-            name: {"lag_seconds": round(lag, 3)}
+            name: {"lag_seconds": lag}
             for name, lag in sorted(s.read_side.lag_seconds().items())}}
 
