@@ -203,7 +203,9 @@ class Registry(Application[UUID]):
         self.save(calendar)
         return intake
 
-    def intakes(self) -> list[Intake]:
+    def intakes(self, actor: Actor) -> list[Intake]:
+        """Every intake opened, oldest first (the network's calendar: no country's or city's)."""
+        authorise(actor, Action.READ, actor.country, actor.city_id)
         calendar = self._calendar()
         return sorted(calendar.intakes.values(), key=lambda i: i.year) if calendar else []
 
@@ -304,8 +306,7 @@ class Registry(Application[UUID]):
 
     @retried_on_conflict
     def submit_report(self, actor: Actor, city_id: UUID, data: Any) -> Report:
-        city = self.city(city_id)
-        authorise(actor, Action.SUBMIT_REPORT, city.country, city.id)
+        city = self._authorised_city(actor, Action.SUBMIT_REPORT, city_id)
         report = parse(ProgressReport, data)
         submitted = city.submit_report(self._act(actor), report.model_dump(mode="json"))
         self.save(city)
@@ -315,8 +316,7 @@ class Registry(Application[UUID]):
     def end_membership(
         self, actor: Actor, city_id: UUID, reason: str, note: str | None = None
     ) -> Membership:
-        city = self.city(city_id)
-        authorise(actor, Action.END_MEMBERSHIP, city.country, city.id)
+        city = self._authorised_city(actor, Action.END_MEMBERSHIP, city_id)
         membership = city.end_membership(self._act(actor), reason, note)
         self.save(city)
         return membership
@@ -424,37 +424,35 @@ class Registry(Application[UUID]):
 
     # --- reading ------------------------------------------------------------------------------
 
-    def application(self, application_id: UUID) -> CityApplication:
-        return self._get(CityApplication, application_id, "application_id")
+    # Every read is authorised here, as every write is, so that no edge can skip it: the
+    # CLI acts in the role of its command, HTTP in its token's.
 
-    def city(self, city_id: UUID) -> City:
-        return self._get(City, city_id, "city_id")
-
-    def application_for(self, actor: Actor, application_id: UUID) -> CityApplication:
+    def application(self, actor: Actor, application_id: UUID) -> CityApplication:
         """An application, if it is within what the actor may read."""
         return self._authorised(actor, Action.READ, application_id)
 
-    def city_for(self, actor: Actor, city_id: UUID) -> City:
+    def city(self, actor: Actor, city_id: UUID) -> City:
         """A city, if it is within what the actor may read."""
-        city = self.city(city_id)
-        authorise(actor, Action.READ, city.country, city.id)
-        return city
+        return self._authorised_city(actor, Action.READ, city_id)
 
-    def history(self, city_id: UUID) -> list[RecordedEvent]:
+    def history(self, actor: Actor, city_id: UUID) -> list[RecordedEvent]:
         """Every event of the city and of its applications, in log order."""
-        city = self.city(city_id)
+        city = self._authorised_city(actor, Action.READ, city_id)
         ids = {city.id} | {
             e.application_id
             for e in self.repository.event_store.get(city.id)
             if isinstance(e, City.ApplicationLodged | City.MembershipStarted)
         }
-        return [r for r in self.read_log() if r.event.originator_id in ids]
+        return [r for r in self._read_log() if r.event.originator_id in ids]
 
     def city_at(
-        self, city_id: UUID, as_of: date | None = None, position: int | None = None,
+        self, actor: Actor, city_id: UUID, as_of: date | None = None,
+        position: int | None = None,
     ) -> tuple[City | None, list[CityApplication]]:
         """The city and its applications as they stood at the end of the business day `as_of`
         and/or as of log `position` (what was known at a moment is a position: see the edges)."""
+        self._authorised_city(actor, Action.READ_PAST, city_id)
+
         def counts(recorded: RecordedEvent) -> bool:
             event = recorded.event
             return ((position is None or recorded.position <= position)
@@ -463,7 +461,7 @@ class Registry(Application[UUID]):
 
         streams: dict[UUID, list[Any]] = {}
         stopped: set[UUID] = set()
-        for recorded in self.history(city_id):
+        for recorded in self.history(actor, city_id):
             stream = recorded.event.originator_id
             if stream in stopped or not counts(recorded):
                 stopped.add(stream)  # an aggregate's state is a prefix of its events
@@ -473,8 +471,18 @@ class Registry(Application[UUID]):
         applications = [replay(None, events) for events in streams.values()]
         return city, applications
 
-    def read_log(self, start: int = 1, page: int = 1000) -> Iterator[RecordedEvent]:
-        """The whole log in position order (positions may have gaps on PostgreSQL)."""
+    def read_log(self, actor: Actor, start: int = 1, page: int = 1000
+                 ) -> Iterator[RecordedEvent]:
+        """The whole log in position order (positions may have gaps on PostgreSQL): everything
+        of every country, so only for those who read everything, past included."""
+        authorise(actor, Action.READ_PAST)
+        return self._read_log(start, page)
+
+    def count_events(self) -> int:
+        """How many events the log holds (a figure, no content: for operators and tests)."""
+        return sum(1 for _ in self._read_log())
+
+    def _read_log(self, start: int = 1, page: int = 1000) -> Iterator[RecordedEvent]:
         while True:
             notifications = self.recorder.select_notifications(start, page)
             for notification in notifications:
@@ -483,9 +491,6 @@ class Registry(Application[UUID]):
             if len(notifications) < page:
                 return
             start = notifications[-1].id + 1
-
-    def count_events(self) -> int:
-        return sum(1 for _ in self.read_log())
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -511,15 +516,27 @@ class Registry(Application[UUID]):
             application.decline(act, reason)
         else:
             application.withdraw(act, reason)
-        city = self.city(application.city_id)
+        city = self._get(City, application.city_id, "city_id")
         city.close_application(act, application.id, outcome)
         self.save(application, city)
         return application
 
     def _authorised(self, actor: Actor, action: Action, application_id: UUID) -> CityApplication:
-        application = self.application(application_id)
-        authorise(actor, action, application.country, application.city_id)
-        return application
+        """The application, once the actor may act on it; authorised before `NotFound`, so a
+        scoped actor cannot tell an unknown id from another country's or city's."""
+        found = self._get_or_none(application_id)
+        application = found if isinstance(found, CityApplication) else None
+        authorise(actor, action, application.country if application else None,
+                  application.city_id if application else None)
+        return self._expect(CityApplication, application, application_id, "application_id")
+
+    def _authorised_city(self, actor: Actor, action: Action, city_id: UUID) -> City:
+        """The city, once the actor may act on it; authorised before `NotFound` (a city's id
+        is derivable from its name: an answer must not tell whether it ever applied)."""
+        found = self._get_or_none(city_id)
+        city = found if isinstance(found, City) else None
+        authorise(actor, action, city.country if city else None, city_id)
+        return self._expect(City, city, city_id, "city_id")
 
     def _get(self, kind: type[A], aggregate_id: UUID, field: str) -> A:
         return self._expect(kind, self._get_or_none(aggregate_id), aggregate_id, field)

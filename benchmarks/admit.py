@@ -138,7 +138,7 @@ def application_form(index: int, country: str) -> dict[str, Any]:
 def open_registry(url: str) -> Registry:
     """A registry built by the composition root, its connection warmed by one read."""
     registry = build_registry(Settings(database_url=url), CLOCK)
-    registry.intakes()
+    registry.intakes(SECRETARIAT)
     return registry
 
 

@@ -32,6 +32,7 @@ from uuid import UUID
 from admit import (
     CLOCK,
     DEFAULT_POSTGRES_URL,
+    SECRETARIAT,
     Result,
     admit_all,
     country_codes,
@@ -87,7 +88,7 @@ def open_registry(url: str, chain: bool) -> Registry:
         env = {**location.library_env(create_table=False),
                "APPLICATION_RECORDER_TOPIC": get_topic(plain)}
         registry = Registry(env=env, clock=CLOCK, timezone=settings.timezone)
-    registry.intakes()
+    registry.intakes(SECRETARIAT)
     return registry
 
 

@@ -158,7 +158,7 @@ def open_registry(url: str) -> Registry:
     """A registry on the real clock (as the server's), the intake of this year open all year."""
     registry = build_registry(Settings(database_url=url))
     year = today().year
-    if year not in {i.year for i in registry.intakes()}:
+    if year not in {i.year for i in registry.intakes(SECRETARIAT)}:
         registry.open_intake(SECRETARIAT, year, date(year, 1, 1), date(year, 12, 31))
     return registry
 
@@ -314,7 +314,7 @@ def wait_until_caught_up(base: str, processes: Sequence[subprocess.Popen[bytes]]
                 continue
             body = ready.json() if ready.status_code == 200 else {}
             projections = body.get("projections", {})
-            if projections and all(p["lag_events"] == 0 for p in projections.values()):
+            if projections and all(p["lag_seconds"] == 0 for p in projections.values()):
                 return
             time.sleep(0.1)
     raise RuntimeError("gnlc serve did not start and catch up in time")

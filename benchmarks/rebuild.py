@@ -72,6 +72,7 @@ MAX_PAUSE_SECONDS = 0.1  # between two lag commands
 SECRETARIAT = Actor("bench-secretariat", Role.SECRETARIAT)
 COMMISSION = Actor("bench-commission", Role.NATIONAL_COMMISSION)
 CITY = Actor("bench-city", Role.CITY)
+AUDITOR = Actor("bench-auditor", Role.AUDITOR)
 TARGET_REBUILD_SQLITE = 50_000
 TARGET_RATIO = 1 / 3
 TARGET_MEMORY_MB = 500
@@ -253,12 +254,12 @@ def table_digests(store: Any) -> dict[str, str]:
 
 def reference_phase(url: str) -> dict[str, str]:
     """The digests of the rows a fold in memory of the library's own decoding of the log gives
-    (`projections.catalogue.fold` over `registry.read_log()`): what every rebuild must store."""
+    (`projections.catalogue.fold` over `registry.read_log`): what every rebuild must store."""
     settings = Settings(database_url=url)
     registry = build_registry(settings)
     try:
         gc.freeze()  # as a rebuild does: without it, the collector rescans the folded rows
-        folded = fold((recorded.event for recorded in registry.read_log()), settings.timezone)
+        folded = fold((r.event for r in registry.read_log(AUDITOR)), settings.timezone)
     finally:
         registry.close()
     return {table: rows_digest(projection.tables[table].values())

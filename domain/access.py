@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -53,7 +55,12 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
 def authorise(
     actor: Actor, action: Action, country: str | None = None, city_id: UUID | None = None
 ) -> None:
-    """Refuse with `Forbidden` unless the actor's role allows the action on this country/city."""
+    """Refuse with `Forbidden` unless the actor's role allows the action on this country/city.
+
+    The role is checked before anything is looked up, and a subject that does not exist is
+    passed as country None (and the id asked for as `city_id` when it names a city): a scoped
+    actor then gets the same `Forbidden` for an unknown id as for another country's or city's,
+    so no token learns whether a city outside its scope ever applied."""
     if action not in PERMISSIONS[actor.role]:
         raise Forbidden(f"the role {actor.role} may not {action.replace('_', ' ')}")
     if not in_scope(actor, country, city_id):
@@ -65,6 +72,43 @@ def in_scope(actor: Actor, country: str | None, city_id: UUID | None) -> bool:
     if actor.country is not None and country != actor.country:
         return False
     return actor.city_id is None or city_id == actor.city_id
+
+
+RowT = TypeVar("RowT", bound=Mapping[str, Any])
+
+
+@dataclass(frozen=True)
+class ReadScope:
+    """The rows of the read models an actor gets: of one country, of one city, or all."""
+
+    country: str | None = None
+    city_id: UUID | None = None
+
+    def admits(self, row: Mapping[str, Any]) -> bool:
+        """Whether a row (with `country`, and `city_id` where it concerns one city) is in scope;
+        a row of no one city (a country's quota) is outside a city's scope."""
+        if self.country is not None and row["country"] != self.country:
+            return False
+        if self.city_id is None:
+            return True
+        return row.get("city_id") is not None and UUID(str(row["city_id"])) == self.city_id
+
+    def narrow(self, rows: Iterable[RowT]) -> list[RowT]:
+        return [row for row in rows if self.admits(row)]
+
+
+def read_scope(actor: Actor, country: str | None = None, past: bool = False) -> ReadScope:
+    """What of the read models (members, quotas, deadlines, applications) the actor may read
+    when asking for `country` (None: every country it may see), now or at a past point (`past`:
+    `as_of`/`known_at`). The one rule every edge applies: refused with `Forbidden` outside the
+    role, or for another country than a Commission's own."""
+    authorise(actor, Action.READ, actor.country, actor.city_id)
+    if past:
+        authorise(actor, Action.READ_PAST, actor.country, actor.city_id)
+    if actor.country is not None and country not in (None, actor.country):
+        raise Forbidden(f"{actor.name} acts for the country {actor.country} only",
+                        field="country")
+    return ReadScope(actor.country or country, actor.city_id)
 
 
 def _scope_text(actor: Actor) -> str:

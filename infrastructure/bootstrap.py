@@ -142,7 +142,6 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
         clock=clock or registry.clock,
         timezone=settings.timezone,
         background=background,
-        chain_head=lambda: _head_of(chain),
     )
     api = create_api(services)
     add_audit_routes(api, registry, chain)
@@ -157,11 +156,6 @@ def served_api() -> BodyLimit:
     projection runner (the supervising process runs it, or a runner of its own does)."""
     settings = Settings()
     return build_api(settings, build_registry(settings), projections=False, owns_registry=True)
-
-
-def _head_of(chain: StoredLog) -> tuple[int, str]:
-    head = chain.head()
-    return head.position, head.hash
 
 
 def api_of(app: BodyLimit) -> FastAPI:

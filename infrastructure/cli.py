@@ -30,7 +30,7 @@ from rich.table import Table
 
 from application.clock import Clock, FixedClock, SystemClock
 from application.registry import Registry, parse_id
-from domain.access import AccessToken
+from domain.access import AccessToken, read_scope
 from domain.acts import Actor, Role
 from domain.applications import Status
 from domain.calendar import local_date
@@ -449,15 +449,16 @@ def end_membership(
 @show_app.command("application")
 def show_application(ctx: typer.Context, application_id: str, as_json: JsonFlag = False) -> None:
     """The current state of an application."""
-    _run(ctx, as_json, lambda s: application_view(
-        s.registry().application(parse_id(application_id, "application_id"))))
+    _run(ctx, as_json, lambda s: application_view(s.registry().application(
+        s.actor(Role.SECRETARIAT), parse_id(application_id, "application_id"))))
 
 
 @show_app.command("city")
 def show_city(ctx: typer.Context, city: Annotated[str, typer.Argument(metavar="CITY_ID")],
               as_json: JsonFlag = False) -> None:
     """The current state of a city and its memberships."""
-    _run(ctx, as_json, lambda s: city_view(s.registry().city(parse_id(city, "city_id"))))
+    _run(ctx, as_json, lambda s: city_view(s.registry().city(
+        s.actor(Role.SECRETARIAT), parse_id(city, "city_id"))))
 
 
 @app.command("history")
@@ -465,7 +466,7 @@ def history(ctx: typer.Context, city: Annotated[str, typer.Argument(metavar="CIT
             as_json: JsonFlag = False) -> None:
     """Every event of a city and its applications, oldest first."""
     _run(ctx, as_json, lambda s: history_view(s.registry(), s.registry().history(
-        parse_id(city, "city_id"))))
+        s.actor(Role.SECRETARIAT), parse_id(city, "city_id"))))
 
 
 # --- queries (read models) ------------------------------------------------------------------
@@ -507,8 +508,10 @@ def members_command(
             raise InvalidInput("status must be active, ended or all", field="status")
         code, (day, moment) = _country(country), _past(as_of, known_at)
         on = parse_date(today, "today") or day or s.today()
-        rows = s.read_side().rows("members", day, moment)
-        return answers.members(rows, on, code, status)
+        reader = s.actor(Role.SECRETARIAT)
+        scope = read_scope(reader, code, past=day is not None or moment is not None)
+        rows = scope.narrow(s.read_side().rows("members", day, moment, reader=reader))
+        return answers.members(rows, on, scope.country, status)
     _run(ctx, as_json, action)
 
 
@@ -521,7 +524,10 @@ def quotas_command(
     """Places used and left per country and intake year."""
     def action(s: Session) -> list[dict[str, Any]]:
         code, (day, moment) = _country(country), _past(as_of, known_at)
-        return answers.quotas(s.read_side().rows("quotas", day, moment), year, code)
+        reader = s.actor(Role.SECRETARIAT)
+        scope = read_scope(reader, code, past=day is not None or moment is not None)
+        rows = scope.narrow(s.read_side().rows("quotas", day, moment, reader=reader))
+        return answers.quotas(rows, year, scope.country)
     _run(ctx, as_json, action)
 
 
@@ -537,7 +543,10 @@ def deadlines_command(
         code = _country(country)
         on = parse_date(today, "today") or s.today()
         before = parse_date(due_before, "due_before")
-        return answers.deadline_list(s.read_side().rows("deadlines"), on, overdue, before, code)
+        reader = s.actor(Role.SECRETARIAT)
+        scope = read_scope(reader, code)
+        rows = scope.narrow(s.read_side().rows("deadlines", reader=reader))
+        return answers.deadline_list(rows, on, overdue, before, scope.country)
     _run(ctx, as_json, action)
 
 
@@ -551,8 +560,10 @@ def applications_command(
     def action(s: Session) -> list[dict[str, Any]]:
         if status is not None and status not in {str(x) for x in Status}:
             raise InvalidInput(f"status must be one of {', '.join(Status)}", field="status")
-        return answers.applications(s.read_side().rows("applications"), year, status,
-                                    _country(country))
+        reader = s.actor(Role.SECRETARIAT)
+        scope = read_scope(reader, _country(country))
+        rows = scope.narrow(s.read_side().rows("applications", reader=reader))
+        return answers.applications(rows, year, status, scope.country)
     _run(ctx, as_json, action)
 
 
@@ -797,7 +808,8 @@ def audit_state(
     def action(s: Session) -> dict[str, Any]:
         day, moment = _past(as_of, known_at)
         limit = _stored_log(s).limit(position, moment)
-        state = s.registry().city_at(parse_id(city, "city_id"), day, limit)
+        state = s.registry().city_at(s.actor(Role.AUDITOR), parse_id(city, "city_id"), day,
+                                     limit)
         return audit_state_view(*state)
     _run(ctx, as_json, action)
 

@@ -115,7 +115,7 @@ def narrate(registry: Registry, actor_name: str, console: Console, database: str
     step(f"{date(YEAR, 9, 1)} the secretariat admits Oujda into the freed place",
          lambda: registry.admit(secretariat, ids["Oujda"]))
 
-    hamburg = registry.application(ids["Hamburg"]).city_id
+    hamburg = registry.application(secretariat, ids["Hamburg"]).city_id
     at(date(YEAR + 2, 5, 2))
     report = step(
         f"{date(YEAR + 2, 5, 2)} Hamburg submits its first progress report",
@@ -130,7 +130,7 @@ def narrate(registry: Registry, actor_name: str, console: Console, database: str
     console.rule("[bold]Where things stand")
     table = Table("application", "city", "country", "status", "quota")
     for name, _ in APPLICANTS:
-        application = registry.application(ids[name])
+        application = registry.application(secretariat, ids[name])
         quota = application.quota or {}
         table.add_row(str(application.id)[:8], name, application.country, application.status,
                       f"{quota.get('used', '')}/{quota.get('limit', '')}" if quota else "")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from application.registry import Registry
+from domain.acts import Actor
 from domain.calendar import local_date
 from domain.errors import InvalidInput
 from infrastructure.projection_runner import ProjectionRunner
@@ -35,18 +36,37 @@ class ReadSide:
         self.known_by = known_by
 
     def rows(self, table: str, as_of: date | None = None,
-             known_at: datetime | None = None) -> list[Row]:
-        """The rows of a read-model table: stored and fresh, or replayed to a past point."""
+             known_at: datetime | None = None, *, reader: Actor) -> list[Row]:
+        """The rows of a read-model table: stored and fresh, or replayed to a past point (from
+        the whole log, which the registry gives only to a `reader` who may read the past).
+        What of them the reader may see is `domain.access.read_scope`'s to say."""
         name = TABLE_OWNER[table]
         if as_of is None and known_at is None:
             self.bring_up_to_date([name])
             return self.store.rows(table)
-        return fold(self._events(as_of, known_at), self.timezone, (name,))[name].rows(table)
+        events = self._events(reader, as_of, known_at)
+        return fold(events, self.timezone, (name,))[name].rows(table)
 
     def stored_rows(self, table: str, **equal: Any) -> list[Row]:
         """The rows as the projections stored them, without waiting for anything; `equal`
         narrows them in SQL (column=value, None for any)."""
         return self.store.rows(table, **equal)
+
+    def lag_seconds(self) -> dict[str, float]:
+        """Per projection, the age of the oldest event of the log it has not applied yet (0 at
+        the head): by the real clock, as `gnlc projections status` counts it."""
+        head = self.registry.recorder.max_notification_id() or 0
+        lags: dict[str, float] = {}
+        for name, (position, _) in self.store.positions().items():
+            waiting = (self.registry.recorder.select_notifications(position + 1, 1, stop=head)
+                       if position < head else [])
+            if not waiting:
+                lags[name] = 0.0
+                continue
+            event: Any = self.registry.mapper.to_domain_event(waiting[0])
+            oldest: datetime = event.timestamp
+            lags[name] = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+        return lags
 
     def reached(self, position: int, table: str) -> bool:
         """Whether the table's projection already includes `position` (one short query)."""
@@ -65,11 +85,12 @@ class ReadSide:
             raise Behind(f"the read models have not reached position {position} "
                          f"within {timeout:g} s")
 
-    def _events(self, as_of: date | None, known_at: datetime | None) -> Iterable[object]:
+    def _events(self, reader: Actor, as_of: date | None,
+                known_at: datetime | None) -> Iterable[object]:
         # What was known at a moment is every transaction recorded by then, never half of one
         # (the events of one save carry slightly different timestamps).
         known = self.known_by(known_at) if known_at is not None else None
-        for recorded in self.registry.read_log():
+        for recorded in self.registry.read_log(reader):
             if known is not None and recorded.position > known:
                 return
             event = recorded.event

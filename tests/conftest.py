@@ -23,6 +23,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 SECRETARIAT = Actor("uil-secretariat", Role.SECRETARIAT)
 COMMISSION = Actor("national-commission", Role.NATIONAL_COMMISSION)
 CITY = Actor("city-hall", Role.CITY)
+AUDITOR = Actor("auditor", Role.AUDITOR)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -46,7 +46,7 @@ def test_the_fourth_admission_of_a_country_in_one_intake_year_is_refused_quota_e
     fourth = endorsed_application(registry, "Cologne")
     with pytest.raises(QuotaExhausted):
         registry.admit(SECRETARIAT, fourth.application_id)
-    assert registry.application(fourth.application_id).status == Status.ENDORSED
+    assert registry.application(SECRETARIAT, fourth.application_id).status == Status.ENDORSED
 
 
 def test_the_quota_counts_each_country_separately(intake_2019: Registry) -> None:
@@ -101,7 +101,7 @@ def test_a_retraction_is_allowed_after_the_window_closed(
     first = admitted_city(registry, "Hamburg")
     clock.set("2019-12-01 10:00")
     registry.retract(SECRETARIAT, first.application_id, "corrigendum")
-    assert registry.application(first.application_id).status == Status.RETRACTED
+    assert registry.application(SECRETARIAT, first.application_id).status == Status.RETRACTED
 
 
 def test_a_retracted_admission_is_as_if_it_had_not_happened_and_the_city_may_apply_again(
@@ -110,7 +110,7 @@ def test_a_retracted_admission_is_as_if_it_had_not_happened_and_the_city_may_app
     registry = intake_2019
     first = admitted_city(registry, "Hamburg")
     registry.retract(SECRETARIAT, first.application_id, "corrigendum")
-    city = registry.city(first.city_id)
+    city = registry.city(SECRETARIAT, first.city_id)
     assert city.active_membership is None
     again = registry.submit_application(CITY, application_form("Hamburg"))
     assert again.city_id == first.city_id
@@ -154,7 +154,7 @@ def test_a_declined_application_cannot_be_endorsed_and_frees_the_city(intake_201
     registry.decline(COMMISSION, submission.application_id, "incomplete")
     with pytest.raises(InvalidTransition):
         registry.endorse(COMMISSION, submission.application_id)
-    assert registry.city(submission.city_id).open_application_id is None
+    assert registry.city(SECRETARIAT, submission.city_id).open_application_id is None
 
 
 def test_endorsing_twice_is_an_invalid_transition(intake_2019: Registry) -> None:
@@ -199,7 +199,7 @@ def test_a_city_whose_membership_ended_may_apply_again_and_starts_a_new_period(
     registry.open_intake(SECRETARIAT, 2024)
     clock.set("2024-03-15 12:00")
     second = admitted_city(registry, "Muharraq", "BH")
-    city = registry.city(second.city_id)
+    city = registry.city(SECRETARIAT, second.city_id)
     assert second.city_id == first.city_id
     assert [(m.period, m.status, m.intake_year) for m in city.memberships] == [
         (1, "ended", 2019), (2, "active", 2024)]
@@ -224,7 +224,7 @@ def test_pre_2018_admissions_have_no_quota(registry: Registry, clock: SettableCl
     registry.open_intake(SECRETARIAT, 2016)
     clock.set("2016-08-01 10:00")
     admissions = [admitted_city(registry, f"City {n}", "KR") for n in range(5)]
-    last = registry.application(admissions[-1].application_id)
+    last = registry.application(SECRETARIAT, admissions[-1].application_id)
     assert last.quota == {"country": "KR", "year": 2016, "used": 5, "limit": None,
                           "regulation_version": "pre-2018"}
 
@@ -281,7 +281,7 @@ def test_a_decline_without_a_reason_is_invalid_input(intake_2019: Registry) -> N
 def test_the_city_and_the_ledger_are_saved_with_the_admission(intake_2019: Registry) -> None:
     registry = intake_2019
     submission = admitted_city(registry, "Hamburg")
-    city = registry.city(submission.city_id)
+    city = registry.city(SECRETARIAT, submission.city_id)
     assert isinstance(city, City)
     assert city.active_membership is not None
     assert city.active_membership.admitted_on == date(2019, 3, 15)

@@ -390,7 +390,7 @@ def test_a_forged_event_in_a_gap_of_the_postgresql_sequence_is_detected_at_its_p
     try:
         registry.open_intake(SECRETARIAT, 2019)
         submission = registry.submit_application(CITY, application_form("Hamburg"))
-        copies = [registry.application(submission.application_id) for _ in range(2)]
+        copies = [registry.application(SECRETARIAT, submission.application_id) for _ in range(2)]
         for application in copies:
             application.endorse(registry._act(COMMISSION))
         registry.save(copies[0])

@@ -50,7 +50,7 @@ def _store_report_in_its_v1_form(registry: Registry, clock: SettableClock) -> Ci
     """A report stored as version 1 of the event wrote it: no days_late, no class_version."""
     registry.open_intake(SECRETARIAT, 2019)
     clock.set("2019-03-15 12:00")
-    city = registry.city(admitted_city(registry, "Hamburg").city_id)
+    city = registry.city(SECRETARIAT, admitted_city(registry, "Hamburg").city_id)
     clock.set("2021-06-01 10:00")  # due 2021-03-15: 78 days late
     city.submit_report(registry._act(SECRETARIAT), progress_report())
     (event,) = city.collect_events()
@@ -68,7 +68,7 @@ def test_a_report_stored_in_its_v1_form_is_read_as_v2_with_days_late(
     events = list(registry.repository.event_store.get(city.id))
     assert isinstance(events[-1], City.ReportSubmitted)
     assert events[-1].days_late == 78 and events[-1].late is True
-    assert registry.city(city.id).memberships[0].reports[0].late is True
+    assert registry.city(SECRETARIAT, city.id).memberships[0].reports[0].late is True
 
 
 def test_the_feed_serves_a_v1_report_as_report_submitted_version_2(

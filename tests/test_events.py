@@ -7,11 +7,11 @@ from application.registry import Registry
 from domain.acts import AuditedAggregate
 from infrastructure.bootstrap import build_registry
 from infrastructure.settings import Settings
-from tests.conftest import SECRETARIAT, SettableClock, admitted_city, progress_report
+from tests.conftest import AUDITOR, SECRETARIAT, SettableClock, admitted_city, progress_report
 
 
 def _all_events(registry: Registry) -> list[AuditedAggregate.Event]:
-    return [recorded.event for recorded in registry.read_log()]
+    return [recorded.event for recorded in registry.read_log(AUDITOR)]
 
 
 def test_every_event_records_the_actor_role_business_time_and_recorded_time_in_utc(
@@ -58,11 +58,12 @@ def test_a_replay_gives_the_same_state_whatever_the_time_zone_setting(
     elsewhere = build_registry(settings.model_copy(update={"timezone": "Pacific/Auckland"}),
                                clock)
     try:
-        here, there = registry.city(submission.city_id), elsewhere.city(submission.city_id)
+        here = registry.city(SECRETARIAT, submission.city_id)
+        there = elsewhere.city(SECRETARIAT, submission.city_id)
         assert here.memberships == there.memberships
         assert there.memberships[0].admitted_on.isoformat() == "2019-04-30"
-        assert registry.application(submission.application_id).__dict__ == elsewhere.application(
-            submission.application_id).__dict__
+        assert registry.application(SECRETARIAT, submission.application_id).__dict__ == (
+            elsewhere.application(SECRETARIAT, submission.application_id).__dict__)
     finally:
         elsewhere.close()
 
@@ -74,7 +75,7 @@ def test_a_city_history_lists_the_city_and_application_events_in_log_order(
     clock.set("2019-03-15 12:00")
     submission = admitted_city(registry, "Hamburg")
     admitted_city(registry, "Bremen")
-    history = registry.history(submission.city_id)
+    history = registry.history(SECRETARIAT, submission.city_id)
     names = [type(r.event).__qualname__ for r in history]
     assert names == [
         "City.Registered", "City.ApplicationLodged", "CityApplication.Submitted",
@@ -98,7 +99,7 @@ def test_every_decision_event_records_the_regulation_version_it_was_checked_agai
     clock.set("2018-10-01 12:00")
     late = admitted_city(registry, "Busan", "KR")
     registry.end_membership(SECRETARIAT, early.city_id, "other")
-    decisions = [r.event for r in registry.read_log() if isinstance(r.event, (
+    decisions = [r.event for r in registry.read_log(AUDITOR) if isinstance(r.event, (
         CityApplication.Submitted, CityApplication.StatusChanged, City.MembershipStarted,
         City.MembershipEnded))]
     versions = {(type(e).__qualname__, e.originator_id): e.regulation_version for e in decisions}

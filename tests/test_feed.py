@@ -29,6 +29,7 @@ from infrastructure.bootstrap import build_registry
 from infrastructure.settings import Settings
 from projections.public import CONTRACT
 from tests.conftest import (
+    AUDITOR,
     CITY,
     COMMISSION,
     SECRETARIAT,
@@ -47,7 +48,7 @@ MAX_PAGES = 10_000
 def feed_positions(registry: Registry) -> list[int]:
     """The positions of the store's membership events, in store order (tokens left out)."""
     positions = []
-    for recorded in registry.read_log():
+    for recorded in registry.read_log(AUDITOR):
         if isinstance(recorded.event, AccessToken.Issued | AccessToken.Revoked):
             continue
         assert type(recorded.event) in CONTRACT, f"no public type for {type(recorded.event)}"
@@ -124,7 +125,7 @@ def test_paging_from_zero_to_an_empty_page_gives_every_membership_event_once_in_
 
     assert [e["position"] for e in events] == feed_positions(api.registry)
     assert len({e["id"] for e in events}) == len(events)
-    stored = {r.position: r.event for r in api.registry.read_log()}
+    stored = {r.position: r.event for r in api.registry.read_log(AUDITOR)}
     for event in events:
         public = CONTRACT[type(stored[event["position"]])]
         assert (event["type"], event["version"]) == (public.name, public.version)

@@ -25,6 +25,7 @@ from domain.history import HistoryRow
 from infrastructure.bootstrap import build_registry
 from infrastructure.cli import app
 from infrastructure.settings import Settings
+from tests.conftest import AUDITOR
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = "2026-11-26T10:00:00+01:00"  # "today" is 2026-11-26 in Berlin
@@ -132,7 +133,7 @@ class Gnlc:
     def log(self) -> list[Any]:
         registry = self.registry()
         try:
-            return list(registry.read_log())
+            return list(registry.read_log(AUDITOR))
         finally:
             registry.close()
 

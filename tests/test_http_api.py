@@ -16,7 +16,7 @@ from domain.acts import Role
 from domain.cities import city_id
 from infrastructure.http.limits import MAX_BODY_BYTES
 from infrastructure.settings import Settings
-from tests.conftest import SettableClock, application_form, progress_report
+from tests.conftest import AUDITOR, SettableClock, application_form, progress_report
 from tests.http_support import Network, network, ok, refused
 from tests.live_server import OPERATOR, LiveServer, live_server
 
@@ -40,10 +40,9 @@ def test_the_probes_answer_without_a_token(api: LiveServer) -> None:
         assert ok(anonymous.get("/health")) == {"status": "ok"}
         ready = ok(anonymous.get("/ready"))
     assert ready["ready"] is True
-    assert ready["head"] >= 0
     assert set(ready["projections"]) >= {"members", "quotas", "applications"}
     for state in ready["projections"].values():
-        assert state["lag_events"] == ready["head"] - state["position"]
+        assert state["lag_seconds"] >= 0
 
 
 # --- intakes ---------------------------------------------------------------------------------
@@ -262,7 +261,7 @@ def test_known_at_never_shows_half_of_a_transaction(opened: Network, api: LiveSe
     opened.admit("Hamburg")
     # The events of one save carry slightly different timestamps; a moment between them is
     # before the transaction was recorded, so none of it is known yet.
-    admitted_at = next(r.event.timestamp for r in api.registry.read_log()
+    admitted_at = next(r.event.timestamp for r in api.registry.read_log(AUDITOR)
                        if type(r.event).__qualname__ == "CityApplication.Admitted")
     moment = {"known_at": admitted_at.isoformat()}
     assert ok(opened.staff.get("/members", params=moment)) == []
@@ -452,7 +451,7 @@ def test_every_event_written_over_http_records_the_tokens_name_role_and_source(
         "City.MembershipStarted": ("uil-coordination", "secretariat"),
         "City.ReportSubmitted": ("city-de-hamburg", "city"),
     }
-    written = [r.event for r in api.registry.read_log()
+    written = [r.event for r in api.registry.read_log(AUDITOR)
                if not isinstance(r.event, AccessToken.Event)]
     seen = set()
     for event in written:

@@ -11,7 +11,7 @@ import httpx
 
 from domain.acts import Role
 from domain.applications import CityApplication
-from tests.conftest import SECRETARIAT, endorsed_application
+from tests.conftest import AUDITOR, SECRETARIAT, endorsed_application
 from tests.live_server import LiveServer
 
 ROUNDS = 8
@@ -21,7 +21,7 @@ CITIES = [("Hamburg", "DE"), ("Lyon", "FR"), ("Turin", "IT"), ("Porto", "PT"),
 
 
 def _admissions(api: LiveServer, application_id: Any) -> int:
-    return sum(1 for r in api.registry.read_log()
+    return sum(1 for r in api.registry.read_log(AUDITOR)
                if isinstance(r.event, CityApplication.Admitted)
                and r.event.originator_id == application_id)
 

@@ -79,7 +79,7 @@ class World:
 
     def open_application(self) -> UUID | None:
         try:
-            return self.registry.city(HAMBURG).open_application_id
+            return self.registry.city(SECRETARIAT, HAMBURG).open_application_id
         except NotFound:
             return None  # Hamburg has never applied
 
@@ -88,7 +88,7 @@ class World:
         self.hamburg_applying()
         application_id = self.open_application()
         assert application_id is not None
-        if self.registry.application(application_id).status == "submitted":
+        if self.registry.application(SECRETARIAT, application_id).status == "submitted":
             self.registry.endorse(COMMISSION, application_id)
         self.registry.admit(SECRETARIAT, application_id)
         self.ids["hamburg_application"] = application_id

@@ -73,7 +73,7 @@ def test_an_application_belongs_to_the_intake_whose_window_contains_its_submissi
     registry.extend_intake(SECRETARIAT, 2021, date(2022, 2, 28), "more time for applicants")
     clock.set("2022-01-20 09:00")
     submission = registry.submit_application(CITY, application_form())
-    assert registry.application(submission.application_id).intake_year == 2021
+    assert registry.application(SECRETARIAT, submission.application_id).intake_year == 2021
 
 
 def test_opening_an_intake_that_exists_is_an_invalid_transition(registry: Registry) -> None:

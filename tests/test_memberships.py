@@ -74,7 +74,7 @@ def test_a_report_after_its_due_date_is_late_but_accepted(
     clock.set("2021-03-16 00:00")
     report = registry.submit_report(CITY, city_id, progress_report())
     assert (report.cycle, report.late) == (1, True)
-    assert len(registry.city(city_id).memberships[0].reports) == 1
+    assert len(registry.city(SECRETARIAT, city_id).memberships[0].reports) == 1
 
 
 def test_a_report_from_a_known_city_that_is_not_a_member_is_refused(

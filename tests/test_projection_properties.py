@@ -39,6 +39,7 @@ from infrastructure.settings import Settings
 from projections import answers
 from projections.catalogue import PROJECTIONS, fold
 from tests.conftest import (
+    AUDITOR,
     BERLIN,
     CITY,
     COMMISSION,
@@ -195,7 +196,7 @@ class Run:
     def to_window(self, offset: int, hour: int) -> None:
         """To `offset` days after the opening of the next intake window not yet closed, or after
         the next 1 March when there is none (so a few days before or after a window, too)."""
-        opens = [i.opens for i in self.registry.intakes() if i.closes >= self.today]
+        opens = [i.opens for i in self.registry.intakes(SECRETARIAT) if i.closes >= self.today]
         day = min(opens, default=date(self.today.year + (self.today.month >= 3), 3, 1))
         self._set(day + timedelta(days=offset), hour)
 
@@ -242,7 +243,7 @@ class Run:
 
     def extend_intake(self, year_offset: int, days: int, reason: str) -> None:
         year = self._latest_intake_year(default=self.today.year) + year_offset
-        closes = next((i.closes for i in self.registry.intakes() if i.year == year),
+        closes = next((i.closes for i in self.registry.intakes(SECRETARIAT) if i.year == year),
                       date(year, 4, 30))
         self.registry.extend_intake(SECRETARIAT, year, closes + timedelta(days=days), reason)
 
@@ -281,7 +282,7 @@ class Run:
         self.registry.end_membership(SECRETARIAT, self._city(pick), reason)
 
     def _latest_intake_year(self, default: int) -> int:
-        return max((i.year for i in self.registry.intakes()), default=default)
+        return max((i.year for i in self.registry.intakes(SECRETARIAT)), default=default)
 
     def _application(self, pick: int) -> UUID:
         if pick < 0 or not self.applications:
@@ -432,14 +433,14 @@ def check_read_models(run: Run, rebuild_one_by_one: bool) -> None:
     live = {table: run.store.rows(table) for table in TABLES}
 
     # The live rows equal the pure fold of the same events.
-    folded = fold([r.event for r in run.registry.read_log()], TIMEZONE)
+    folded = fold([r.event for r in run.registry.read_log(AUDITOR)], TIMEZONE)
     for table, name in TABLES.items():
         assert_same_rows(live[table], folded[name].rows(table), row_key(table),
                          f"{table}: live rows and the fold of the log")
 
     # The live rows answer what the aggregates say.
-    cities = [run.registry.city(i) for i in sorted(run.cities)]
-    applications = [run.registry.application(i) for i in run.applications]
+    cities = [run.registry.city(SECRETARIAT, i) for i in sorted(run.cities)]
+    applications = [run.registry.application(SECRETARIAT, i) for i in run.applications]
     for table in ("members", "deadlines"):
         assert_same_rows(
             [{"city_id": r["city_id"], "status": r["status"]} for r in live[table]],

@@ -53,6 +53,7 @@ from projections.applications import ApplicationsProjection
 from projections.base import Row
 from projections.catalogue import PROJECTIONS, fold
 from projections.members import MembersProjection
+from tests.conftest import AUDITOR
 from tests.synthetic import generate
 
 CRASH_EVENTS = 20_000
@@ -200,7 +201,7 @@ def assert_read_models_equal_a_rebuild(settings: Settings, registry: Registry,
                                        store: ReadModelStore) -> dict[str, list[Row]]:
     """The live rows equal those a rebuild from zero swaps in, and a fold of the log in memory."""
     live = read_models(store)
-    folded = fold((recorded.event for recorded in registry.read_log()), settings.timezone)
+    folded = fold((r.event for r in registry.read_log(AUDITOR)), settings.timezone)
     in_memory = {table: _sorted(table, folded[p.name].rows(table))
                  for p in PROJECTIONS.values() for table in p.keys}
     runner = build_runner(settings, registry, store)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from projections import answers
 from projections.catalogue import PROJECTIONS
 from projections.members import MembersProjection
 from tests.conftest import (
+    AUDITOR,
     CITY,
     COMMISSION,
     SECRETARIAT,
@@ -67,9 +69,10 @@ def test_the_projections_and_a_replay_of_the_whole_log_give_the_same_answers(
     settings: Settings, registry: Registry, network: dict[str, Any]
 ) -> None:
     read_side = build_read_side(settings, registry)
-    stored = _all_answers(read_side.rows, TODAY)
-    replayed = _all_answers(lambda t: read_side.rows(t, as_of=date(2099, 1, 1)), TODAY)
-    known_now = _all_answers(lambda t: read_side.rows(t, known_at=datetime.now(UTC)), TODAY)
+    rows = partial(read_side.rows, reader=AUDITOR)
+    stored = _all_answers(rows, TODAY)
+    replayed = _all_answers(lambda t: rows(t, as_of=date(2099, 1, 1)), TODAY)
+    known_now = _all_answers(lambda t: rows(t, known_at=datetime.now(UTC)), TODAY)
     assert stored == replayed == known_now
     assert [m["name"] for m in stored["members"]] == ["Benguerir", "Chefchaouen"]
     assert stored["quotas"] == [
@@ -84,12 +87,13 @@ def test_as_of_a_day_shows_the_network_at_the_end_of_that_day(
     settings: Settings, registry: Registry, network: dict[str, Any]
 ) -> None:
     read_side = build_read_side(settings, registry)
-    before = answers.members(read_side.rows("members", as_of=date(2020, 4, 19)), TODAY)
+    rows = partial(read_side.rows, reader=AUDITOR)
+    before = answers.members(rows("members", as_of=date(2020, 4, 19)), TODAY)
     assert before == []
-    on_the_day = answers.members(read_side.rows("members", as_of=date(2020, 4, 20)),
+    on_the_day = answers.members(rows("members", as_of=date(2020, 4, 20)),
                                  date(2020, 4, 20))
     assert [m["name"] for m in on_the_day] == ["Benguerir", "Chefchaouen", "Ifrane"]
-    quota = answers.quotas(read_side.rows("quotas", as_of=date(2020, 8, 31)), country="MA")
+    quota = answers.quotas(rows("quotas", as_of=date(2020, 8, 31)), country="MA")
     assert (quota[0]["admitted"], quota[0]["remaining"]) == (3, 0)
 
 
@@ -97,14 +101,15 @@ def test_known_at_a_moment_does_not_see_what_was_recorded_later(
     settings: Settings, registry: Registry, clock: SettableClock, network: dict[str, Any]
 ) -> None:
     read_side = build_read_side(settings, registry)
+    rows = partial(read_side.rows, reader=AUDITOR)
     moment = datetime.now(UTC)
     clock.set("2022-05-01 10:00")
     registry.end_membership(SECRETARIAT, network["ids"]["Benguerir"].city_id, "other")
-    then = answers.members(read_side.rows("members", known_at=moment), TODAY)
-    now = answers.members(read_side.rows("members"), TODAY)
+    then = answers.members(rows("members", known_at=moment), TODAY)
+    now = answers.members(rows("members"), TODAY)
     assert [m["name"] for m in then] == ["Benguerir"]
     assert now == []
-    both = answers.members(read_side.rows("members", as_of=date(2020, 5, 1), known_at=moment),
+    both = answers.members(rows("members", as_of=date(2020, 5, 1), known_at=moment),
                            date(2020, 5, 1))
     assert [m["name"] for m in both] == ["Benguerir", "Chefchaouen", "Ifrane"]
 
@@ -116,9 +121,10 @@ def test_a_query_brings_the_projections_up_to_the_head_when_no_runner_is_running
     clock.set("2019-03-15 12:00")
     admitted_city(registry, "Hamburg")
     read_side = build_read_side(settings, registry)
-    assert len(read_side.rows("members")) == 1
+    rows = partial(read_side.rows, reader=AUDITOR)
+    assert len(rows("members")) == 1
     admitted_city(registry, "Bremen")
-    assert len(read_side.rows("members")) == 2
+    assert len(rows("members")) == 2
     head = registry.recorder.max_notification_id()
     assert read_side.store.positions()["members"][0] == head
 
@@ -166,7 +172,8 @@ def test_a_rebuild_swaps_in_new_tables_with_the_same_rows(
     settings: Settings, registry: Registry, network: dict[str, Any]
 ) -> None:
     read_side = build_read_side(settings, registry)
-    before = {t: sorted(map(str, read_side.rows(t))) for t in ("members", "quotas")}
+    rows = partial(read_side.rows, reader=AUDITOR)
+    before = {t: sorted(map(str, rows(t))) for t in ("members", "quotas")}
     runner = build_runner(settings, registry, read_side.store)
     for name in PROJECTIONS:
         runner.rebuild(name)
@@ -231,5 +238,5 @@ def test_a_query_writes_no_event(
     submission = registry.submit_application(CITY, application_form())
     registry.endorse(COMMISSION, submission.application_id)
     before = registry.count_events()
-    build_read_side(settings, registry).rows("applications")
+    build_read_side(settings, registry).rows("applications", reader=AUDITOR)
     assert registry.count_events() == before

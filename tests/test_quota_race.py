@@ -28,7 +28,7 @@ from domain.errors import DuplicateApplication, GnlcError, QuotaExhausted
 from domain.quotas import QuotaLedger, ledger_id
 from infrastructure.bootstrap import build_registry
 from infrastructure.settings import Settings
-from tests.conftest import COMMISSION, SECRETARIAT, SettableClock, application_form
+from tests.conftest import AUDITOR, COMMISSION, SECRETARIAT, SettableClock, application_form
 
 pytestmark = pytest.mark.race
 
@@ -202,7 +202,8 @@ def test_eight_simultaneous_admissions_for_one_country_never_exceed_the_quota_of
         )
         winners = {UUID(detail) for _, _, code, detail in outcomes if code == ADMITTED}
 
-        stored = {app_id: setup_registry.application(app_id) for app_id in applications[round_no]}
+        stored = {app_id: setup_registry.application(SECRETARIAT, app_id)
+                  for app_id in applications[round_no]}
         admitted = {app_id for app_id, app in stored.items() if app.status == Status.ADMITTED}
         assert admitted == winners, f"round {round_no} ({country})"
         assert all(
@@ -214,7 +215,7 @@ def test_eight_simultaneous_admissions_for_one_country_never_exceed_the_quota_of
         assert ledger.used == QUOTA, f"round {round_no} ({country})"
         assert set(ledger.admitted) == winners, f"round {round_no} ({country})"
         for app_id in winners:
-            city = setup_registry.city(stored[app_id].city_id)
+            city = setup_registry.city(SECRETARIAT, stored[app_id].city_id)
             assert city.active_membership is not None
             assert city.active_membership.application_id == app_id
 
@@ -242,7 +243,7 @@ def test_eight_simultaneous_submissions_for_one_city_leave_exactly_one_open_appl
         )
         (winner,) = (UUID(detail) for _, _, code, detail in outcomes if code == SUBMITTED)
 
-        city = setup_registry.city(city_id(country, name))
+        city = setup_registry.city(SECRETARIAT, city_id(country, name))
         assert city.open_application_id == winner, f"round {round_no} ({name})"
         lodged = [
             event
@@ -250,14 +251,14 @@ def test_eight_simultaneous_submissions_for_one_city_leave_exactly_one_open_appl
             if isinstance(event, City.ApplicationLodged)
         ]
         assert [event.application_id for event in lodged] == [winner], f"round {round_no}"
-        application = setup_registry.application(winner)
+        application = setup_registry.application(SECRETARIAT, winner)
         assert isinstance(application, CityApplication)
         assert application.status == Status.SUBMITTED
         assert application.city_id == city.id
 
     applications = {
         event.originator_id
-        for record in setup_registry.read_log()
+        for record in setup_registry.read_log(AUDITOR)
         if isinstance((event := record.event), CityApplication.Submitted)
     }
     assert len(applications) == SUBMISSION_ROUNDS, "a refused submission left an application"

@@ -102,7 +102,7 @@ def test_every_event_is_known_from_its_shown_recorded_time_and_not_a_moment_befo
     lines = [json.loads(line) for line in exported.stdout.splitlines()]
     assert {x["position"]: x["recorded_at"] for x in lines if x["position"] in shown} == shown
     # Not the event's own timestamp, taken before its writer waited for the lock.
-    own = {r.position: r.event.timestamp for r in api.registry.history(UUID(hamburg))}
+    own = {r.position: r.event.timestamp for r in api.registry.history(SECRETARIAT, UUID(hamburg))}
     assert all(moment(shown[p]) - own[p] >= LOCK_WAIT for p in shown), "the lock wait is shown"
 
 
@@ -162,7 +162,7 @@ def test_a_writer_that_waited_for_the_write_lock_shows_when_it_got_it_on_postgre
         writer.join(timeout=LOCK_TIMEOUT)
         assert submitted, "the writer did not finish"
         city = submitted[0].city_id
-        own = {r.position: r.event.timestamp for r in registry.history(city)}
+        own = {r.position: r.event.timestamp for r in registry.history(SECRETARIAT, city)}
     finally:
         registry.close()
 

@@ -46,9 +46,8 @@ def add_audit_routes(api: FastAPI, registry: Registry, log: StoredLog) -> None:
                             ] = None,
     ) -> dict[str, Any]:
         """A city's full state at a point (as `gnlc audit state`)."""
-        authorise(actor, Action.READ_PAST)
         if known_at is not None and known_at.tzinfo is None:
             raise InvalidInput("known_at must carry a UTC offset (e.g. +01:00)", field="known_at")
-        registry.city(city_id)  # not_found for a city never registered
-        city, applications = registry.city_at(city_id, as_of, log.limit(position, known_at))
+        city, applications = registry.city_at(actor, city_id, as_of,
+                                              log.limit(position, known_at))
         return audit_state_view(city, applications, PERSONAL_DATA in actor.scopes)

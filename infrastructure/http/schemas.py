@@ -208,20 +208,15 @@ class EventView(BaseModel):
 
 
 class ProjectionState(BaseModel):
-    position: int
-    lag_events: int
-
-
-class AuditHead(BaseModel):
-    position: int
-    hash: str
+    # The age of the oldest event the projection has not applied (0 when it is at the head).
+    lag_seconds: float
 
 
 class Readiness(BaseModel):
+    """Unauthenticated: up or down, and lag in seconds; no positions, no audit head."""
+
     ready: bool
-    head: int
     projections: dict[str, ProjectionState]
-    audit_head: AuditHead | None
 
 
 class Health(BaseModel):
