@@ -16,6 +16,10 @@ from psycopg.sql import SQL, Identifier
 
 from infrastructure.chain import CHAIN_TABLE, GENESIS, extend, recorded_now
 
+# The library version whose private insert steps these recorders extend (and whose PostgreSQL
+# `insert_events` commits before re-raising): review this module, then change it with the pin.
+LIBRARY_VERSION = "9.5.6"
+
 
 class ChainWriteFailed(DatabaseError):
     """The audit chain could not be extended; the events were rolled back with it.
@@ -117,9 +121,10 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
                       **kwargs: Any) -> Sequence[int] | None:
         _refuse_unchainable(self.datastore)  # the stored-function path never reaches the chain
         try:
-            return super().insert_events(stored_events, **kwargs)
+            positions: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
         except _RollBack as rolled_back:
             raise rolled_back.failure from rolled_back.failure.__cause__
+        return positions
 
     def select_streams(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of the given aggregates, by aggregate then version, in one query."""
