@@ -151,11 +151,10 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
         positions = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         if positions:
             try:
-                # Synced here, so that a refused chain row fails now, as a chain failure,
-                # rather than at commit as an error of the library's insert.
-                with curs.connection.pipeline() as pipeline:
+                # Leaving this (nested) pipeline syncs it: a refused chain row fails here, as a
+                # chain failure, rather than at commit as an error of the library's insert.
+                with curs.connection.pipeline():
                     self._extend_chain(curs, positions, stored_events)
-                    pipeline.sync()
             except Exception as error:
                 raise _RollBack(_failed(error)) from error
         return positions
