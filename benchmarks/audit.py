@@ -85,8 +85,9 @@ def open_registry(url: str, chain: bool) -> Registry:
         initialise(settings)
         location = EventStoreLocation.from_url(url, settings.lock_timeout_seconds)
         plain = UnchainedPostgresRecorder if location.is_postgres else UnchainedSQLiteRecorder
-        env = {**location.library_env(create_table=False),
-               "APPLICATION_RECORDER_TOPIC": get_topic(plain)}
+        env = {**location.library_env(create_table=False),  # both names: GNLC_ is read first
+               "APPLICATION_RECORDER_TOPIC": get_topic(plain),
+               "GNLC_APPLICATION_RECORDER_TOPIC": get_topic(plain)}
         registry = Registry(env=env, clock=CLOCK, timezone=settings.timezone)
     registry.intakes(SECRETARIAT)
     return registry

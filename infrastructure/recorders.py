@@ -7,17 +7,70 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.persistence import DatabaseError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from infrastructure.chain import CHAIN_TABLE, GENESIS, extend, recorded_now
 
+# The library version whose private insert steps these recorders extend (and whose PostgreSQL
+# `insert_events` commits before re-raising): review this module, then change it with the pin.
+LIBRARY_VERSION = "9.5.6"
+
+
+class ChainWriteFailed(DatabaseError):
+    """The audit chain could not be extended; the events were rolled back with it.
+
+    Not an `IntegrityError`: that means a concurrent writer won and is retried as a conflict,
+    while this is a fault (a bug, a corrupt head, a refused chain row) that a retry won't mend.
+    The edges report it as `unavailable`, as any other database error.
+    """
+
+
+class UnsupportedSetting(OSError):
+    """A library setting under which events could be stored without their chain links."""
+
+
+def _failed(error: Exception) -> ChainWriteFailed:
+    return ChainWriteFailed(f"the audit chain could not be extended, nothing was stored: "
+                            f"{type(error).__name__}: {error}")
+
+
+def _refuse_unchainable(datastore: SQLiteDatastore | PostgresDatastore) -> None:
+    """Refuse settings that bypass the chain (they are pinned off in `library_env`; this
+    catches any other way of building the recorder)."""
+    if getattr(datastore, "enable_db_functions", False):
+        raise UnsupportedSetting(
+            "POSTGRES_ENABLE_DB_FUNCTIONS is on: the library would insert events through a "
+            "stored function that bypasses the audit chain; gnlc needs it off")
+    if datastore.originator_id_type != "uuid":
+        raise UnsupportedSetting(
+            f"ORIGINATOR_ID_TYPE is {datastore.originator_id_type!r}: the audit chain hashes "
+            "stream ids as UUIDs; gnlc needs 'uuid'")
+
+
+class _RollBack(BaseException):
+    """Carries a chain failure out of the library's PostgreSQL `insert_events`.
+
+    That method catches `Exception` inside its transaction block, lets the transaction commit,
+    and re-raises afterwards: a chain failure raised as an `Exception` would leave the events
+    stored without their links. A `BaseException` passes its `except Exception`, so the
+    transaction block sees it and rolls back; `insert_events` below unwraps it.
+    """
+
+    def __init__(self, failure: ChainWriteFailed) -> None:
+        super().__init__(failure)
+        self.failure = failure
+
 
 class SQLiteRegistryRecorder(SQLiteApplicationRecorder):
+    def __init__(self, datastore: SQLiteDatastore, *args: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, *args, **kwargs)
+        _refuse_unchainable(datastore)
+
     def select_streams(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of the given aggregates, by aggregate then version, in one query."""
         marks = ",".join("?" * len(originator_ids))
@@ -41,17 +94,38 @@ class SQLiteRegistryRecorder(SQLiteApplicationRecorder):
                        **kwargs: Any) -> Sequence[int] | None:
         positions = super()._insert_events(c, stored_events, **kwargs)
         if positions:
-            # This transaction holds SQLite's write lock since its first insert: no other
-            # writer can read the same previous hash.
-            c.execute(f"SELECT hash FROM {CHAIN_TABLE} ORDER BY position DESC LIMIT 1")
-            row = c.fetchone()
-            links = extend(row[0] if row else GENESIS, positions, stored_events, recorded_now())
-            c.executemany(f"INSERT INTO {CHAIN_TABLE} (position, hash, recorded_at) "
-                          "VALUES (?, ?, ?)", [(x.position, x.hash, x.recorded_at) for x in links])
+            # The library's transaction rolls back on any exception raised here.
+            try:
+                self._extend_chain(c, positions, stored_events)
+            except Exception as error:
+                raise _failed(error) from error
         return positions
+
+    def _extend_chain(self, c: SQLiteCursor, positions: Sequence[int],
+                      stored_events: Sequence[StoredEvent]) -> None:
+        # This transaction holds SQLite's write lock since its first insert: no other
+        # writer can read the same previous hash.
+        c.execute(f"SELECT hash FROM {CHAIN_TABLE} ORDER BY position DESC LIMIT 1")
+        row = c.fetchone()
+        links = extend(row[0] if row else GENESIS, positions, stored_events, recorded_now())
+        c.executemany(f"INSERT INTO {CHAIN_TABLE} (position, hash, recorded_at) "
+                      "VALUES (?, ?, ?)", [(x.position, x.hash, x.recorded_at) for x in links])
 
 
 class PostgresRegistryRecorder(PostgresApplicationRecorder):
+    def __init__(self, datastore: PostgresDatastore, *args: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, *args, **kwargs)
+        _refuse_unchainable(datastore)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        _refuse_unchainable(self.datastore)  # the stored-function path never reaches the chain
+        try:
+            positions: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+        except _RollBack as rolled_back:
+            raise rolled_back.failure from rolled_back.failure.__cause__
+        return positions
+
     def select_streams(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of the given aggregates, by aggregate then version, in one query."""
         statement = SQL(
@@ -76,14 +150,23 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
                                        **kwargs: Any) -> Sequence[int] | None:
         positions = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         if positions:
-            # The library's EXCLUSIVE lock on the events table, taken before the insert, is held
-            # until commit: writers extend the chain one after another.
-            table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(CHAIN_TABLE))
-            curs.execute(SQL("SELECT hash FROM {} ORDER BY position DESC LIMIT 1").format(table))
-            row = curs.fetchone()
-            links = extend(row["hash"] if row else GENESIS, positions, stored_events,
-                           recorded_now())
-            curs.executemany(
-                SQL("INSERT INTO {} (position, hash, recorded_at) VALUES (%s, %s, %s)")
-                .format(table), [(x.position, x.hash, x.recorded_at) for x in links])
+            try:
+                # Leaving this (nested) pipeline syncs it: a refused chain row fails here, as a
+                # chain failure, rather than at commit as an error of the library's insert.
+                with curs.connection.pipeline():
+                    self._extend_chain(curs, positions, stored_events)
+            except Exception as error:
+                raise _RollBack(_failed(error)) from error
         return positions
+
+    def _extend_chain(self, curs: Cursor[DictRow], positions: Sequence[int],
+                      stored_events: Sequence[StoredEvent]) -> None:
+        # The library's EXCLUSIVE lock on the events table, taken before the insert, is held
+        # until commit: writers extend the chain one after another.
+        table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(CHAIN_TABLE))
+        curs.execute(SQL("SELECT hash FROM {} ORDER BY position DESC LIMIT 1").format(table))
+        row = curs.fetchone()
+        links = extend(row["hash"] if row else GENESIS, positions, stored_events, recorded_now())
+        curs.executemany(
+            SQL("INSERT INTO {} (position, hash, recorded_at) VALUES (%s, %s, %s)")
+            .format(table), [(x.position, x.hash, x.recorded_at) for x in links])

@@ -20,6 +20,26 @@ from infrastructure.recorders import PostgresRegistryRecorder, SQLiteRegistryRec
 # Any fixed number: every gnlc process that creates the schema takes this PostgreSQL advisory lock.
 SCHEMA_LOCK_KEY = 0x676E6C63  # "gnlc"
 EVENTS_TABLE = "gnlc_events"
+# The registry application's name (`Registry.name`): the library reads `<NAME>_<KEY>` before
+# `<KEY>`, and names the PostgreSQL events table after it.
+APPLICATION_NAME = "gnlc"
+
+# Library settings the audit chain depends on, pinned whatever the environment says (the
+# library merges `os.environ` into every application's settings): events inserted through the
+# library's stored function skip the recorder that writes the chain; text stream ids cannot be
+# hashed as UUIDs; a cipher, compressor, other transcoder or mapper would change the bytes the
+# audit reads and exports; snapshots would be read back without being chained. The empty
+# values select the library's defaults (and no cipher, even with a CIPHER_KEY set).
+CHAIN_SETTINGS = {
+    "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+    "ORIGINATOR_ID_TYPE": "uuid",
+    "MAPPER_TOPIC": "",
+    "TRANSCODER_TOPIC": "",
+    "CIPHER_TOPIC": "",
+    "CIPHER_KEY": "",
+    "COMPRESSOR_TOPIC": "",
+    "IS_SNAPSHOTTING_ENABLED": "n",
+}
 
 
 @dataclass(frozen=True)
@@ -57,7 +77,13 @@ class EventStoreLocation:
         return self.url.render_as_string(hide_password=True)
 
     def library_env(self, create_table: bool) -> dict[str, str]:
-        """The eventsourcing settings for an application on this store."""
+        """The eventsourcing settings for an application on this store, each given under its
+        own name and under `GNLC_<name>`, so that none is taken from the environment."""
+        settings = {**self._store_settings(create_table), **CHAIN_SETTINGS}
+        prefix = APPLICATION_NAME.upper() + "_"
+        return {**settings, **{prefix + key: value for key, value in settings.items()}}
+
+    def _store_settings(self, create_table: bool) -> dict[str, str]:
         create = "y" if create_table else "n"
         if not self.is_postgres:
             return {
