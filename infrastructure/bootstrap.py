@@ -6,10 +6,9 @@ import logging
 import math
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
 from application.clock import Clock, SystemClock
@@ -125,7 +124,7 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
     def background() -> Iterator[None]:
         watcher.start()
         try:
-            with projection_thread(runner) if runner else _nothing():
+            with projection_thread(runner) if runner else nullcontext():
                 yield
         finally:
             watcher.stop()
@@ -162,15 +161,6 @@ def served_api() -> BodyLimit:
 def _head_of(chain: StoredLog) -> tuple[int, str]:
     head = chain.head()
     return head.position, head.hash
-
-
-def api_of(app: BodyLimit) -> FastAPI:
-    return app.app  # type: ignore[return-value]
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @contextmanager

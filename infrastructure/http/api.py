@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from application.clock import Clock
@@ -136,7 +136,7 @@ CityId = Annotated[UUID, Path(description="the city's id")]
 
 
 def _command(services: Services, request: Request, actor: Actor, key: str | None,
-             body: Any, status: int, action: Callable[[], dict[str, Any]]) -> JSONResponse:
+             body: BaseModel, status: int, action: Callable[[], dict[str, Any]]) -> JSONResponse:
     """Run a use case once per idempotency key; the response carries the log position."""
     def execute() -> Outcome:
         services.registry.forget_last_position()
@@ -149,7 +149,7 @@ def _command(services: Services, request: Request, actor: Actor, key: str | None
     if key is None:
         code, content = execute()
     else:
-        print_ = fingerprint(request.method, request.url.path, plain(body))
+        print_ = fingerprint(request.method, request.url.path, body)
         code, content = services.keys.once(actor.name, key, print_, execute, problems.keep)
     media = "application/problem+json" if code >= 400 else "application/json"
     return JSONResponse(content, status_code=code, media_type=media)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import (
     Column,
     DateTime,
@@ -47,9 +48,11 @@ class StillRunning(Exception):
     """The first request with this key is still running after the wait."""
 
 
-def fingerprint(method: str, path: str, body: Any) -> str:
-    """What makes two requests the same: method, path and the canonical JSON of the body."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+def fingerprint(method: str, path: str, body: BaseModel) -> str:
+    """What makes two requests the same: method, path and the canonical JSON of the body (the
+    validated model's JSON-mode dump with sorted keys and no whitespace), so key order and
+    spacing in what the client sent do not matter, and any difference in content does."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
