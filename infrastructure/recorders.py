@@ -15,6 +15,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from infrastructure.chain import CHAIN_TABLE, GENESIS, extend, recorded_now
+from infrastructure.command_keys import COLUMNS, COMMAND_KEYS_TABLE, key_row
 
 
 class SQLiteRegistryRecorder(SQLiteApplicationRecorder):
@@ -48,7 +49,15 @@ class SQLiteRegistryRecorder(SQLiteApplicationRecorder):
             links = extend(row[0] if row else GENESIS, positions, stored_events, recorded_now())
             c.executemany(f"INSERT INTO {CHAIN_TABLE} (position, hash, recorded_at) "
                           "VALUES (?, ?, ?)", [(x.position, x.hash, x.recorded_at) for x in links])
+            self._record_command_key(c, positions)
         return positions
+
+    def _record_command_key(self, c: SQLiteCursor, positions: Sequence[int]) -> None:
+        """The Idempotency-Key of the command saving these events, in their transaction."""
+        row = key_row(list(positions))
+        if row is not None:
+            c.execute(f"INSERT INTO {COMMAND_KEYS_TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                      row)
 
 
 class PostgresRegistryRecorder(PostgresApplicationRecorder):
@@ -86,4 +95,13 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
             curs.executemany(
                 SQL("INSERT INTO {} (position, hash, recorded_at) VALUES (%s, %s, %s)")
                 .format(table), [(x.position, x.hash, x.recorded_at) for x in links])
+            self._record_command_key(curs, positions)
         return positions
+
+    def _record_command_key(self, curs: Cursor[DictRow], positions: Sequence[int]) -> None:
+        """The Idempotency-Key of the command saving these events, in their transaction."""
+        row = key_row(list(positions))
+        if row is not None:
+            curs.execute(SQL("INSERT INTO {}.{} (" + COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s)")
+                         .format(Identifier(self.datastore.schema),
+                                 Identifier(COMMAND_KEYS_TABLE)), row)
