@@ -14,11 +14,13 @@ import pytest
 from sqlalchemy import update
 
 from domain.cities import city_id
+from domain.errors import Conflict
 from infrastructure.bootstrap import build_idempotency_keys, build_registry
+from infrastructure.command_keys import PendingKey, pending_key
 from infrastructure.http import idempotency
 from infrastructure.http.idempotency import Outcome, Recorded, StillRunning
 from infrastructure.settings import Settings
-from tests.conftest import SettableClock, application_form, progress_report
+from tests.conftest import SECRETARIAT, SettableClock, application_form, progress_report
 from tests.http_support import Network, network, ok
 from tests.live_server import LiveServer
 
@@ -138,3 +140,21 @@ def test_every_command_answers_a_retry_from_its_committed_events_when_its_respon
                      {"reason": "withdrawn_by_city", "note": "by letter"})
     finally:
         retries.keys.engine.dispose()
+
+
+def test_only_one_transaction_can_ever_commit_events_under_one_key(settings: Settings) -> None:
+    """The last guard, should a key's lock ever be lost while its request runs: the key's row is
+    inserted with the events, and its primary key refuses a second one."""
+    registry = build_registry(settings)
+    keys = build_idempotency_keys(settings)
+    token = pending_key.set(PendingKey("staff", "one-key", "print"))
+    try:
+        registry.open_intake(SECRETARIAT, 2019)
+        written = registry.count_events()
+        with pytest.raises(Conflict):
+            registry.open_intake(SECRETARIAT, 2020)
+        assert registry.count_events() == written
+    finally:
+        pending_key.reset(token)
+        keys.engine.dispose()
+        registry.close()

@@ -18,7 +18,9 @@ The design, and why:
   holds until it is done: a PostgreSQL session advisory lock, or an exclusive lock on one of 256
   files beside the SQLite store. A retry waits for the lock (at most `WAIT_FOR_FIRST_SECONDS`,
   then 409 "still running") and never takes a key over by age. Both locks die with the process
-  (the session ends, the file is closed), so a crashed request never blocks its key.
+  (the session ends, the file is closed), so a crashed request never blocks its key. Should a
+  PostgreSQL lock go with a lost session while its request still runs, the key's primary key
+  still lets only one transaction commit events under it: the other is refused as a conflict.
 """
 
 from __future__ import annotations
