@@ -6,10 +6,10 @@ import logging
 import math
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from fastapi import FastAPI
+from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 
 from application.clock import Clock, SystemClock
@@ -99,6 +99,24 @@ def build_runner(settings: Settings, registry: Registry, store: ReadModelStore,
                             names, batch_size)
 
 
+def build_idempotency_keys(settings: Settings) -> IdempotencyKeys:
+    """The idempotency keys, in the event store's database: the recorders write a key in the
+    transaction of its command's events (see infrastructure/http/idempotency.py)."""
+    location = event_store(settings)
+    if location.is_postgres:
+        # An engine of their own: a keyed request holds a connection (its advisory lock) while
+        # it runs, which must not starve the read models' pool.
+        engine = create_engine(read_model_url(location), pool_size=10, max_overflow=40)
+    else:
+        engine = read_model_engine(URL.create("sqlite", database=str(location.sqlite_path)),
+                                   None)
+    keys = IdempotencyKeys(engine, location.schema if location.is_postgres else None,
+                           lock_dir(location))
+    with location.schema_lock():
+        keys.create()
+    return keys
+
+
 def build_read_side(settings: Settings, registry: Registry,
                     store: ReadModelStore | None = None) -> ReadSide:
     store = store or build_read_models(settings)
@@ -114,9 +132,7 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
     With several server processes (`http_workers`), each one limits a token to its share of
     the rate."""
     store = build_read_models(settings)
-    keys = IdempotencyKeys(store.engine, store.schema.metadata.schema)
-    with event_store(settings).schema_lock():
-        keys.create()
+    keys = build_idempotency_keys(settings)
     watcher = HeadWatcher(registry, event_store(settings))
     chain = StoredLog(event_store(settings))
     runner = build_runner(settings, registry, store) if projections else None
@@ -125,11 +141,12 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
     def background() -> Iterator[None]:
         watcher.start()
         try:
-            with projection_thread(runner) if runner else _nothing():
+            with projection_thread(runner) if runner else nullcontext():
                 yield
         finally:
             watcher.stop()
-            store.engine.dispose()  # the server's own pool
+            store.engine.dispose()  # the server's own pools
+            keys.engine.dispose()
             if owns_registry:
                 registry.close()
 
@@ -158,13 +175,6 @@ def served_api() -> BodyLimit:
     return build_api(settings, build_registry(settings), projections=False, owns_registry=True)
 
 
-def api_of(app: BodyLimit) -> FastAPI:
-    return app.app  # type: ignore[return-value]
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @contextmanager

@@ -16,11 +16,8 @@ instead (`Feed.slow_parts`); tests/test_feed_decoding.py checks that both give t
 
 from __future__ import annotations
 
-import gc
 import re
-import threading
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from hashlib import sha1
@@ -193,34 +190,6 @@ def _id_prefix(originator_id: UUID) -> bytes:
     return NAMESPACE_URL.bytes + f"gnlc:event:{originator_id}:".encode()
 
 
-_pausing = threading.Lock()
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Read a page without the cyclic garbage collector (if it is enabled at all).
-
-    A page allocates some ten thousand objects that live on (its events), so the collector would
-    run dozens of times per page, its older generations walking ever more of the heap: a quarter
-    to a third of the time of `Feed.page` (see benchmarks/README.md, "Event feed"). Feed events
-    hold no reference cycles. A caller that writes the page out and drops it inside the pause too
-    (`GET /events`) spares the collector the page altogether.
-
-    The thread that paused the collector enables it again when it is done, even if other threads
-    are still reading pages (they finish theirs with it running): so the collector is never off
-    for longer than one page takes, however many readers overlap, and collects in between.
-    """
-    with _pausing:
-        pausing = gc.isenabled()
-        if pausing:
-            gc.disable()
-    try:
-        yield
-    finally:
-        if pausing:
-            gc.enable()
-
-
 class Feed:
     """Pages of public events after a position, with the city and country each concerns."""
 
@@ -256,28 +225,27 @@ class Feed:
         examined = after
         unfiltered = where == Filter()
         rows = limit if unfiltered else max(limit, SCAN_PAGE)
-        with collector_paused():
-            while len(found) < limit and examined < head:
-                # A window of positions, not all up to the head: on a table whose statistics are
-                # stale (a freshly filled store) PostgreSQL plans `notification_id BETWEEN a AND
-                # head` as a bitmap scan of the whole range and a sort, so every page of a replay
-                # from 0 read the rest of the log (0.1 s a page at 100,000 events).
-                stop = min(head, examined + max(WINDOW_ROWS * rows, SCAN_PAGE))
-                batch = self.registry.recorder.select_notifications(
-                    examined + 1, rows, stop=stop, topics=FEED_TOPICS)
-                # One query for the page's chain times: committed with the events, so every
-                # event just read has its row.
-                times = self.recorded_times.between(batch[0].id, batch[-1].id) if batch else {}
-                for notification in batch:
-                    examined = notification.id
-                    event = self.decode(notification, times.get(notification.id))
-                    if unfiltered or where.matches(event):
-                        found.append(event)
-                        if len(found) == limit:
-                            break
-                else:
-                    if len(batch) < rows:
-                        examined = stop  # the rest of the window holds no feed event
+        while len(found) < limit and examined < head:
+            # A window of positions, not all up to the head: on a table whose statistics are
+            # stale (a freshly filled store) PostgreSQL plans `notification_id BETWEEN a AND
+            # head` as a bitmap scan of the whole range and a sort, so every page of a replay
+            # from 0 read the rest of the log (0.1 s a page at 100,000 events).
+            stop = min(head, examined + max(WINDOW_ROWS * rows, SCAN_PAGE))
+            batch = self.registry.recorder.select_notifications(
+                examined + 1, rows, stop=stop, topics=FEED_TOPICS)
+            # One query for the page's chain times: committed with the events, so every
+            # event just read has its row.
+            times = self.recorded_times.between(batch[0].id, batch[-1].id) if batch else {}
+            for notification in batch:
+                examined = notification.id
+                event = self.decode(notification, times.get(notification.id))
+                if unfiltered or where.matches(event):
+                    found.append(event)
+                    if len(found) == limit:
+                        break
+            else:
+                if len(batch) < rows:
+                    examined = stop  # the rest of the window holds no feed event
         return found, examined
 
     def decode(self, notification: Any, recorded_at: str | None = None) -> FeedEvent:
@@ -386,6 +354,3 @@ class Feed:
             cls, data = type(event), plain(data_of(event))
         return self._learn(originator_id, first[0].originator_version, cls, data) or (None, None)
 
-
-def type_filter(types: Collection[str] | None) -> frozenset[str] | None:
-    return frozenset(types) if types else None

@@ -18,6 +18,8 @@ from application.registry import Registry
 from infrastructure.store import EventStoreLocation
 
 POLL_SECONDS = 0.05
+# PostgreSQL without its listening connection: how often to poll the head and try to LISTEN again.
+RECONNECT_SECONDS = 0.5
 log = logging.getLogger("gnlc.stream")
 
 
@@ -31,6 +33,7 @@ class HeadWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._connection: psycopg.Connection[Any] | None = None
 
     def start(self) -> None:
         self.head = self.registry.recorder.max_notification_id() or 0
@@ -65,10 +68,9 @@ class HeadWatcher:
                 self._waiters.discard(entry)
 
     def _watch(self) -> None:
-        connection = self._listen()
         try:
             while not self._stop.is_set():
-                self._wait(connection)
+                self._wait()
                 try:
                     head = self.registry.recorder.max_notification_id() or 0
                 except Exception as error:  # the database may be away for a moment: keep going
@@ -79,24 +81,61 @@ class HeadWatcher:
                     self.head = head
                     self._wake()
         finally:
-            if connection is not None:
-                connection.close()
+            self._close()
 
-    def _listen(self) -> psycopg.Connection[Any] | None:
-        channel = getattr(self.registry.recorder, "channel_name", None)
-        if not (self.location.is_postgres and channel):
-            return None
-        connection = psycopg.connect(self.location.psycopg_conninfo(), autocommit=True)
-        connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        return connection
+    @property
+    def _listens(self) -> bool:
+        return self.location.is_postgres and bool(self._channel)
 
-    def _wait(self, connection: psycopg.Connection[Any] | None) -> None:
-        if connection is None:
-            self._stop.wait(POLL_SECONDS)
+    @property
+    def _channel(self) -> str | None:
+        return getattr(self.registry.recorder, "channel_name", None)
+
+    def _listen(self) -> None:
+        """LISTEN on a connection of its own, opened again whenever it was lost (a database
+        restart, pg_terminate_backend, a network cut); the head is read after every wait, so
+        nothing committed while it was away is missed."""
+        if not self._listens or self._connection is not None:
             return
-        # A second at most, so that a stop request is noticed.
-        for _ in connection.notifies(timeout=1.0, stop_after=1):
-            break
+        try:
+            connection = psycopg.connect(self.location.psycopg_conninfo(), autocommit=True,
+                                         application_name=self.application_name)
+        except psycopg.Error as error:
+            log.warning("could not listen for new events (polling meanwhile): %s", error)
+            return
+        try:
+            connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(str(self._channel))))
+        except psycopg.Error as error:
+            log.warning("could not listen for new events (polling meanwhile): %s", error)
+            with contextlib.suppress(psycopg.Error):
+                connection.close()
+            return
+        self._connection = connection
+
+    @property
+    def application_name(self) -> str:
+        """How the listening session shows in pg_stat_activity."""
+        return f"gnlc head watch {self.location.schema}"[:63]
+
+    def _wait(self) -> None:
+        self._listen()
+        if self._connection is None:
+            # SQLite, or PostgreSQL while the listening connection is lost: poll the head.
+            self._stop.wait(POLL_SECONDS if not self._listens else RECONNECT_SECONDS)
+            return
+        try:
+            # A second at most, so that a stop request is noticed.
+            for _ in self._connection.notifies(timeout=1.0, stop_after=1):
+                break
+        except psycopg.Error as error:
+            log.warning("lost the connection listening for new events: %s", error)
+            self._close()  # opened again on the next wait
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._connection.close()
+            self._connection = None
 
     def _wake(self) -> None:
         with self._lock:

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import DatabaseError, StoredEvent
+import psycopg
+from eventsourcing.persistence import DatabaseError, IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from psycopg import Cursor
@@ -15,6 +16,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from infrastructure.chain import CHAIN_TABLE, GENESIS, extend, recorded_now
+from infrastructure.command_keys import COLUMNS, COMMAND_KEYS_TABLE, key_row
 
 # The library version whose private insert steps these recorders extend (and whose PostgreSQL
 # `insert_events` commits before re-raising): review this module, then change it with the pin.
@@ -61,7 +63,7 @@ class _RollBack(BaseException):
     transaction block sees it and rolls back; `insert_events` below unwraps it.
     """
 
-    def __init__(self, failure: ChainWriteFailed) -> None:
+    def __init__(self, failure: DatabaseError) -> None:
         super().__init__(failure)
         self.failure = failure
 
@@ -99,6 +101,9 @@ class SQLiteRegistryRecorder(SQLiteApplicationRecorder):
                 self._extend_chain(c, positions, stored_events)
             except Exception as error:
                 raise _failed(error) from error
+            # A key already recorded is an IntegrityError: the library rolls back, as for a
+            # version conflict.
+            self._record_command_key(c, positions)
         return positions
 
     def _extend_chain(self, c: SQLiteCursor, positions: Sequence[int],
@@ -110,6 +115,13 @@ class SQLiteRegistryRecorder(SQLiteApplicationRecorder):
         links = extend(row[0] if row else GENESIS, positions, stored_events, recorded_now())
         c.executemany(f"INSERT INTO {CHAIN_TABLE} (position, hash, recorded_at) "
                       "VALUES (?, ?, ?)", [(x.position, x.hash, x.recorded_at) for x in links])
+
+    def _record_command_key(self, c: SQLiteCursor, positions: Sequence[int]) -> None:
+        """The Idempotency-Key of the command saving these events, in their transaction."""
+        row = key_row(list(positions))
+        if row is not None:
+            c.execute(f"INSERT INTO {COMMAND_KEYS_TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                      row)
 
 
 class PostgresRegistryRecorder(PostgresApplicationRecorder):
@@ -157,6 +169,14 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
                     self._extend_chain(curs, positions, stored_events)
             except Exception as error:
                 raise _RollBack(_failed(error)) from error
+            try:
+                with curs.connection.pipeline():
+                    self._record_command_key(curs, positions)
+            except psycopg.IntegrityError as error:
+                # A key already recorded: refused like a version conflict, nothing stored.
+                raise _RollBack(IntegrityError(error)) from error
+            except Exception as error:
+                raise _RollBack(_failed(error)) from error
         return positions
 
     def _extend_chain(self, curs: Cursor[DictRow], positions: Sequence[int],
@@ -170,3 +190,11 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
         curs.executemany(
             SQL("INSERT INTO {} (position, hash, recorded_at) VALUES (%s, %s, %s)")
             .format(table), [(x.position, x.hash, x.recorded_at) for x in links])
+
+    def _record_command_key(self, curs: Cursor[DictRow], positions: Sequence[int]) -> None:
+        """The Idempotency-Key of the command saving these events, in their transaction."""
+        row = key_row(list(positions))
+        if row is not None:
+            curs.execute(SQL("INSERT INTO {}.{} (" + COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s)")
+                         .format(Identifier(self.datastore.schema),
+                                 Identifier(COMMAND_KEYS_TABLE)), row)

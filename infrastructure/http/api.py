@@ -6,25 +6,28 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from uuid import UUID, uuid4
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from application.clock import Clock
-from application.registry import Registry
+from application.registry import Admission, Registry
 from domain.access import PERSONAL_DATA, ReadScope, read_scope
 from domain.acts import Actor
-from domain.applications import Status
+from domain.applications import CityApplication, Status
 from domain.calendar import local_date
+from domain.cities import City, Report
 from domain.errors import GnlcError, InvalidInput, NotAuthenticated
 from domain.forms import ApplicationForm, CountryCode, IsoDate, IsoDateTime, ProgressReport
+from domain.intakes import IntakeCalendar
+from domain.quotas import QuotaLedger
 from infrastructure.http import problems
-from infrastructure.http.idempotency import IdempotencyKeys, Outcome, fingerprint
+from infrastructure.http.idempotency import IdempotencyKeys, Outcome, Recorded, fingerprint
 from infrastructure.http.limits import RateLimiter
 from infrastructure.http.schemas import (
     AdmissionRequest,
@@ -133,9 +136,45 @@ ApplicationId = Annotated[UUID, Path(description="the application's id")]
 CityId = Annotated[UUID, Path(description="the city's id")]
 
 
+A = TypeVar("A")
+E = TypeVar("E")
+
+
+@dataclass(frozen=True)
+class Committed:
+    """The events a keyed command committed, read back to rebuild its lost response."""
+
+    registry: Registry
+    events: list[Any]
+
+    @classmethod
+    def load(cls, registry: Registry, recorded: Recorded) -> Committed:
+        found = registry.recorder.select_notifications(
+            recorded.first, recorded.last - recorded.first + 1, stop=recorded.last)
+        return cls(registry, [registry.mapper.to_domain_event(n) for n in found])
+
+    def event(self, kind: type[E]) -> E:
+        return next(e for e in self.events if isinstance(e, kind))
+
+    def aggregate(self, kind: type[A]) -> A:
+        """The aggregate of that type the command changed, as the command left it."""
+        versions: dict[UUID, int] = {}
+        for e in self.events:
+            versions[e.originator_id] = e.originator_version
+        for originator_id, version in versions.items():
+            found = self.registry.repository.get(originator_id, version=version)
+            if isinstance(found, kind):
+                return found
+        raise LookupError(f"no {kind.__name__} among the recorded events")
+
+
 def _command(services: Services, request: Request, actor: Actor, key: str | None,
-             body: Any, status: int, action: Callable[[], dict[str, Any]]) -> JSONResponse:
-    """Run a use case once per idempotency key; the response carries the log position."""
+             body: BaseModel, status: int, action: Callable[[], dict[str, Any]],
+             replay: Callable[[Committed], dict[str, Any]]) -> JSONResponse:
+    """Run a use case once per idempotency key; the response carries the log position.
+
+    `replay` gives what `action` returned, from the events the use case committed: a retry
+    whose first request died after the commit answers with it (see idempotency.py)."""
     def execute() -> Outcome:
         services.registry.forget_last_position()
         try:
@@ -144,11 +183,16 @@ def _command(services: Services, request: Request, actor: Actor, key: str | None
             return problems.for_error(error)
         return status, {**result, "position": services.registry.last_position()}
 
+    def rebuilt(recorded: Recorded) -> Outcome:
+        result = plain(replay(Committed.load(services.registry, recorded)))
+        return status, {**result, "position": recorded.last}
+
     if key is None:
         code, content = execute()
     else:
-        print_ = fingerprint(request.method, request.url.path, plain(body))
-        code, content = services.keys.once(actor.name, key, print_, execute, problems.keep)
+        print_ = fingerprint(request.method, request.url.path, body)
+        code, content = services.keys.once(actor.name, key, print_, execute, problems.keep,
+                                           rebuilt)
     media = "application/problem+json" if code >= 400 else "application/json"
     return JSONResponse(content, status_code=code, media_type=media)
 
@@ -160,14 +204,16 @@ def _commands(api: FastAPI, s: Services) -> None:
     def open_intake(request: Request, body: IntakeRequest, actor: Caller,
                     key: IdempotencyKey = None) -> JSONResponse:
         return _command(s, request, actor, key, body, 201, lambda: intake_view(
-            reg.open_intake(actor, body.year, body.opens, body.closes)))
+            reg.open_intake(actor, body.year, body.opens, body.closes)),
+            lambda c: intake_view(c.aggregate(IntakeCalendar).intakes[body.year]))
 
     @api.post("/intakes/{year}/extensions", response_model=IntakeWritten, tags=["intakes"])
     def extend_intake(request: Request, year: Annotated[int, Path(ge=1900, le=9998)],
                       body: ExtensionRequest, actor: Caller,
                       key: IdempotencyKey = None) -> JSONResponse:
         return _command(s, request, actor, key, body, 200, lambda: intake_view(
-            reg.extend_intake(actor, year, body.closes, body.reason)))
+            reg.extend_intake(actor, year, body.closes, body.reason)),
+            lambda c: intake_view(c.aggregate(IntakeCalendar).intakes[year]))
 
     @api.post("/applications", status_code=201, response_model=Submitted,
               tags=["applications"])
@@ -176,65 +222,83 @@ def _commands(api: FastAPI, s: Services) -> None:
         def action() -> dict[str, Any]:
             done = reg.submit_application(actor, body)  # validated once, by FastAPI
             return {"application_id": done.application_id, "city_id": done.city_id}
-        return _command(s, request, actor, key, body, 201, action)
+
+        def replay(c: Committed) -> dict[str, Any]:
+            application = c.aggregate(CityApplication)
+            return {"application_id": application.id, "city_id": application.city_id}
+        return _command(s, request, actor, key, body, 201, action, replay)
 
     def status_of(verb: Callable[[], Any], status: str) -> Callable[[], dict[str, Any]]:
         return lambda: {"application_id": verb().id, "status": status}
+
+    def replayed(application_id: UUID, status: str) -> Callable[[Committed], dict[str, Any]]:
+        return lambda _: {"application_id": application_id, "status": status}
 
     @api.post("/applications/{application_id}/endorsement", response_model=StatusWritten,
               tags=["applications"])
     def endorse(request: Request, application_id: ApplicationId, body: Empty, actor: Caller,
                 key: IdempotencyKey = None) -> JSONResponse:
         return _command(s, request, actor, key, body, 200, status_of(
-            lambda: reg.endorse(actor, application_id), "endorsed"))
+            lambda: reg.endorse(actor, application_id), "endorsed"),
+            replayed(application_id, "endorsed"))
 
     @api.post("/applications/{application_id}/declination", response_model=StatusWritten,
               tags=["applications"])
     def decline(request: Request, application_id: ApplicationId, body: ReasonRequest,
                 actor: Caller, key: IdempotencyKey = None) -> JSONResponse:
         return _command(s, request, actor, key, body, 200, status_of(
-            lambda: reg.decline(actor, application_id, body.reason), "declined"))
+            lambda: reg.decline(actor, application_id, body.reason), "declined"),
+            replayed(application_id, "declined"))
 
     @api.post("/applications/{application_id}/withdrawal", response_model=StatusWritten,
               tags=["applications"])
     def withdraw(request: Request, application_id: ApplicationId, body: ReasonRequest,
                  actor: Caller, key: IdempotencyKey = None) -> JSONResponse:
         return _command(s, request, actor, key, body, 200, status_of(
-            lambda: reg.withdraw(actor, application_id, body.reason), "withdrawn"))
+            lambda: reg.withdraw(actor, application_id, body.reason), "withdrawn"),
+            replayed(application_id, "withdrawn"))
 
     @api.post("/applications/{application_id}/admission", response_model=Admitted,
               tags=["applications"])
     def admit(request: Request, application_id: ApplicationId, body: AdmissionRequest,
               actor: Caller, key: IdempotencyKey = None) -> JSONResponse:
-        def action() -> dict[str, Any]:
-            a = reg.admit(actor, application_id, body.reason, body.jury)
+        def admitted(a: Admission) -> dict[str, Any]:
             return {"application_id": a.application_id, "city_id": a.city_id,
                     "status": "admitted", "quota": {"country": a.country, "year": a.quota_year,
                                                     "used": a.used, "limit": a.limit}}
-        return _command(s, request, actor, key, body, 200, action)
+
+        def replay(c: Committed) -> dict[str, Any]:
+            taken, ledger = c.event(QuotaLedger.PlaceTaken), c.aggregate(QuotaLedger)
+            return admitted(Admission(taken.application_id, taken.city_id, ledger.country,
+                                      ledger.year, ledger.used, taken.limit))
+        return _command(s, request, actor, key, body, 200, lambda: admitted(
+            reg.admit(actor, application_id, body.reason, body.jury)), replay)
 
     @api.post("/applications/{application_id}/rejection", response_model=StatusWritten,
               tags=["applications"])
     def reject(request: Request, application_id: ApplicationId, body: RejectionRequest,
                actor: Caller, key: IdempotencyKey = None) -> JSONResponse:
         return _command(s, request, actor, key, body, 200, status_of(
-            lambda: reg.reject(actor, application_id, body.reason, body.jury), "rejected"))
+            lambda: reg.reject(actor, application_id, body.reason, body.jury), "rejected"),
+            replayed(application_id, "rejected"))
 
     @api.post("/applications/{application_id}/retraction", response_model=StatusWritten,
               tags=["applications"])
     def retract(request: Request, application_id: ApplicationId, body: ReasonRequest,
                 actor: Caller, key: IdempotencyKey = None) -> JSONResponse:
         return _command(s, request, actor, key, body, 200, status_of(
-            lambda: reg.retract(actor, application_id, body.reason), "retracted"))
+            lambda: reg.retract(actor, application_id, body.reason), "retracted"),
+            replayed(application_id, "retracted"))
 
     @api.post("/cities/{city_id}/reports", status_code=201, response_model=ReportWritten,
               tags=["cities"])
     def report(request: Request, city_id: CityId, body: ProgressReport, actor: Caller,
                key: IdempotencyKey = None) -> JSONResponse:
-        def action() -> dict[str, Any]:
-            r = reg.submit_report(actor, city_id, body)  # validated once, by FastAPI
+        def written(r: Report | City.ReportSubmitted) -> dict[str, Any]:
             return {"city_id": city_id, "cycle": r.cycle, "due": r.due, "late": r.late}
-        return _command(s, request, actor, key, body, 201, action)
+        return _command(s, request, actor, key, body, 201, lambda: written(
+            reg.submit_report(actor, city_id, body)),  # validated once, by FastAPI
+            lambda c: written(c.event(City.ReportSubmitted)))
 
     @api.post("/cities/{city_id}/membership-end", response_model=MembershipEnded,
               tags=["cities"])
@@ -243,7 +307,8 @@ def _commands(api: FastAPI, s: Services) -> None:
         def action() -> dict[str, Any]:
             reg.end_membership(actor, city_id, body.reason, body.note)
             return {"city_id": city_id, "status": "ended"}
-        return _command(s, request, actor, key, body, 200, action)
+        return _command(s, request, actor, key, body, 200, action,
+                        lambda _: {"city_id": city_id, "status": "ended"})
 
 
 # --- queries ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from domain.access import PERSONAL_DATA, Action, authorise
 from domain.acts import Actor
 from domain.errors import InvalidInput
 from domain.forms import CountryCode
-from infrastructure.feed import Feed, FeedEvent, Filter, collector_paused
+from infrastructure.feed import Feed, FeedEvent, Filter
 from infrastructure.head_watch import HeadWatcher
 from infrastructure.http.api import Caller
 from projections.public import BY_NAME, schemas
@@ -87,11 +87,8 @@ def add_event_routes(api: FastAPI, services: EventServices) -> None:
         """Events after a position, in commit order; an empty page means caught up."""
         personal = _reader(actor)
         where = _filter(types, country, city)
-        with collector_paused():  # the page is made, written out and dropped without the collector
-            found, next_after = feed.page(after, limit, where)
-            body = _json({"events": [e.public(personal) for e in found],
-                          "next_after": next_after})
-            del found
+        found, next_after = feed.page(after, limit, where)
+        body = _json({"events": [e.public(personal) for e in found], "next_after": next_after})
         return Response(body, media_type="application/json")
 
     @api.get("/events/stream", tags=["events"], response_class=StreamingResponse,
