@@ -121,7 +121,8 @@ def test_a_progress_report_retried_after_the_server_died_past_its_commit_is_stor
     city_id = ids["Bremen"].city_id
     path, body = f"/cities/{city_id}/reports", progress_report()
     _dies_after_the_commit(database_url, ids["token"], path, body, "report-bremen")
-    reported = [r.event for r in registry.read_log(AUDITOR) if isinstance(r.event, City.ReportSubmitted)]
+    reported = [r.event for r in registry.read_log(AUDITOR)
+                if isinstance(r.event, City.ReportSubmitted)]
     assert len(reported) == 1
 
     first, second = _retried_twice(database_url, ids["token"], path, body, "report-bremen")
@@ -130,4 +131,5 @@ def test_a_progress_report_retried_after_the_server_died_past_its_commit_is_stor
         "city_id": str(city_id), "cycle": 1, "due": reported[0].due.isoformat(),
         "late": reported[0].late, "position": registry.recorder.max_notification_id()}
     assert (second.status_code, second.json()) == (201, first.json())
-    assert sum(1 for r in registry.read_log(AUDITOR) if isinstance(r.event, City.ReportSubmitted)) == 1
+    assert sum(1 for r in registry.read_log(AUDITOR)
+               if isinstance(r.event, City.ReportSubmitted)) == 1
