@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -33,6 +34,27 @@ def normalise_name(name: str) -> str:
 def city_id(country: str, name: str) -> UUID:
     """The deterministic id of a city: the same country and normalised name give the same id."""
     return uuid5(NAMESPACE_URL, f"gnlc:city:{country.upper()}:{normalise_name(name)}")
+
+
+def membership_status(retracted: bool, ended: bool) -> str:
+    """A membership period's status: `retracted`, `ended` or `active`."""
+    if retracted:
+        return "retracted"
+    return "ended" if ended else "active"
+
+
+def city_status(membership_statuses: Iterable[str]) -> str:
+    """A city's status from its periods' statuses, oldest first: that of the latest period not
+    retracted, `applicant` if there is none (a retracted admission is as if it had not happened).
+
+    The one definition of a city's status: the `City` aggregate and the `members` read model
+    (which holds the periods as rows, not as `Membership` objects) both ask here.
+    """
+    status = "applicant"
+    for period in membership_statuses:
+        if period != "retracted":
+            status = period
+    return status
 
 
 def days_late(due: date | str, submitted_on: date | str) -> int:
@@ -67,9 +89,7 @@ class Membership:
 
     @property
     def status(self) -> str:
-        if self.retracted:
-            return "retracted"
-        return "ended" if self.ended_at is not None else "active"
+        return membership_status(self.retracted, self.ended_at is not None)
 
     def in_force_at(self, moment: datetime) -> bool:
         return (
@@ -192,6 +212,11 @@ class City(AuditedAggregate):
             membership.end_reason = self.reason
 
     # --- queries ------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """`applicant`, `active` or `ended`: see `city_status`."""
+        return city_status(m.status for m in self.memberships)
 
     @property
     def active_membership(self) -> Membership | None:
