@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from domain.errors import (
     InvalidTransition,
     NotAMember,
 )
+from domain.regulations import first_reporting_regulations
 from domain.reporting import report_due
 
 END_REASONS = ("not_reporting", "withdrawn_by_city", "other")
@@ -33,6 +35,27 @@ def normalise_name(name: str) -> str:
 def city_id(country: str, name: str) -> UUID:
     """The deterministic id of a city: the same country and normalised name give the same id."""
     return uuid5(NAMESPACE_URL, f"gnlc:city:{country.upper()}:{normalise_name(name)}")
+
+
+def membership_status(retracted: bool, ended: bool) -> str:
+    """A membership period's status: `retracted`, `ended` or `active`."""
+    if retracted:
+        return "retracted"
+    return "ended" if ended else "active"
+
+
+def city_status(membership_statuses: Iterable[str]) -> str:
+    """A city's status from its periods' statuses, oldest first: that of the latest period not
+    retracted, `applicant` if there is none (a retracted admission is as if it had not happened).
+
+    The one definition of a city's status: the `City` aggregate and the `members` read model
+    (which holds the periods as rows, not as `Membership` objects) both ask here.
+    """
+    status = "applicant"
+    for period in membership_statuses:
+        if period != "retracted":
+            status = period
+    return status
 
 
 def days_late(due: date | str, submitted_on: date | str) -> int:
@@ -67,15 +90,15 @@ class Membership:
 
     @property
     def status(self) -> str:
-        if self.retracted:
-            return "retracted"
-        return "ended" if self.ended_at is not None else "active"
+        return membership_status(self.retracted, self.ended_at is not None)
 
-    def in_force_at(self, moment: datetime) -> bool:
+    def covers(self, day: date) -> bool:
+        """Whether the city is a member under this period on business date `day` (the days of
+        admission and of the end included)."""
         return (
             not self.retracted
-            and self.admitted_at <= moment
-            and (self.ended_at is None or moment < self.ended_at)
+            and self.admitted_on <= day
+            and (self.ended_on is None or day <= self.ended_on)
         )
 
     def due_date(self, cycle: int) -> date:
@@ -194,11 +217,23 @@ class City(AuditedAggregate):
     # --- queries ------------------------------------------------------------------------------
 
     @property
+    def status(self) -> str:
+        """`applicant`, `active` or `ended`: see `city_status`."""
+        return city_status(m.status for m in self.memberships)
+
+    @property
     def active_membership(self) -> Membership | None:
         return next((m for m in self.memberships if m.status == "active"), None)
 
-    def membership_at(self, moment: datetime) -> Membership | None:
-        return next((m for m in self.memberships if m.in_force_at(moment)), None)
+    def membership_on(self, act: Act) -> Membership | None:
+        """The period under which the city is a member on the act's business date.
+
+        Two periods cover one day only when a membership ended and the next began that day: the
+        act counts for the later one if it had begun by the act's moment, else for the earlier.
+        """
+        covering = [m for m in self.memberships if m.covers(act.day)]
+        begun = [m for m in covering if m.admitted_at <= act.effective_at]
+        return begun[-1] if begun else next(iter(covering), None)
 
     # --- commands -----------------------------------------------------------------------------
 
@@ -253,8 +288,21 @@ class City(AuditedAggregate):
         )
 
     def submit_report(self, act: Act, report: dict[str, Any]) -> Report:
-        """Count the report for the earliest cycle not yet reported; late if after its due date."""
-        membership = self.membership_at(act.effective_at)
+        """Count the report for the earliest cycle not yet reported; late if after its due date.
+
+        Eligibility is by business date: a city is a member from the day of its admission to the
+        day its membership ended, both included, whatever the hour of the act.
+        """
+        regulations = act.regulations
+        if regulations.report_every_years is None:
+            # Refused as a transition the rules of that date do not have, not as `not_a_member`:
+            # the city may well have been a member then.
+            raise InvalidTransition(
+                f"no progress report can be dated {act.day}: the regulations in force then "
+                f"({regulations.version}) had no reporting; reporting began on "
+                f"{first_reporting_regulations().effective_from}"
+            )
+        membership = self.membership_on(act)
         if membership is None:
             raise NotAMember(f"{self.name} ({self.country}) is not a member on {act.day}")
         cycle = membership.next_cycle()

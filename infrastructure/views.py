@@ -63,13 +63,12 @@ def application_view(application: CityApplication, personal: bool = True) -> dic
 
 
 def city_view(city: City) -> dict[str, Any]:
-    active = city.active_membership
     return plain(
         {
             "city_id": city.id,
             "name": city.name,
             "country": city.country,
-            "status": "active" if active else ("ended" if city.memberships else "applicant"),
+            "status": city.status,
             "open_application_id": city.open_application_id,
             "memberships": [
                 {**asdict(m), "status": m.status} for m in city.memberships

@@ -6,7 +6,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
-from domain.cities import City
+from domain.cities import City, city_status, membership_status
 from projections.base import Projection, Row, text_id
 
 
@@ -20,8 +20,8 @@ def _summarise(row: Row) -> None:
     periods = [p for p in row["memberships"] if not p["retracted"]]
     current = periods[-1] if periods else None
     row["periods"] = len(periods)
-    row["status"] = "applicant" if current is None else (
-        "ended" if current["ended_on"] else "active")
+    row["status"] = city_status(membership_status(p["retracted"], p["ended_on"] is not None)
+                                for p in row["memberships"])
     row["period"] = current["period"] if current else None
     row["admitted_on"] = _day(current["admitted_on"]) if current else None
     row["intake_year"] = current["intake_year"] if current else None

@@ -3,8 +3,9 @@ and saved many aggregates per `registry.save` (the library writes each call in o
 
 The use cases write about 600 admissions a second on SQLite and 200 on PostgreSQL; this writes tens
 of thousands of events in a few seconds. The acts are those of 2016 and 2017 (the regulations
-before 2018: no quota, no window), so no rule refuses them, and every event type the projections
-handle occurs: submissions, endorsements, declines, withdrawals, rejections, admissions,
+before 2018: no quota, no window), so no rule refuses them, except the progress reports and what
+follows them, dated from 2018-10-01 when reporting began; every event type the projections handle
+occurs: submissions, endorsements, declines, withdrawals, rejections, admissions,
 retractions, progress reports and ended memberships, spread over every country.
 """
 
@@ -26,6 +27,9 @@ from domain.quotas import QuotaLedger, ledger_id
 
 COUNTRIES = sorted(c.alpha_2 for c in pycountry.countries)
 YEARS = (2016, 2017)
+# A report comes this long after the act that would otherwise have dated it: the earliest (from
+# an admission in early March 2016) falls in November 2018, after reporting began on 2018-10-01.
+REPORTS_LATER = timedelta(days=800)
 
 _FORM = parse(ApplicationForm, {
     "city": "Template", "country": "DE",
@@ -151,10 +155,11 @@ def _one_city(writer: _Writer, rng: random.Random, country: str, name: str) -> N
         city.retract_membership(afterwards, application.id, "admitted in error")
         ledger.free_place(afterwards, application.id, "admitted in error")
     elif after < 0.30:
-        city.submit_report(_act(Role.CITY, afterwards.effective_at), _REPORT)
+        reported = afterwards.effective_at + REPORTS_LATER
+        city.submit_report(_act(Role.CITY, reported), _REPORT)
         if after < 0.15:
-            city.end_membership(_act(Role.SECRETARIAT, afterwards.effective_at
-                                     + timedelta(days=30)), "withdrawn_by_city", None)
+            city.end_membership(_act(Role.SECRETARIAT, reported + timedelta(days=30)),
+                                "withdrawn_by_city", None)
     elif after < 0.40:
         city.end_membership(afterwards, "not_reporting", "no report")
     writer.add(city, application, ledger)
