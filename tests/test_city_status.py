@@ -86,7 +86,7 @@ def test_every_edge_gives_a_city_the_same_status_as_the_domain(
     assert each(lambda cid: gnlc.ok("show", "city", cid, now=None)["status"]) == EXPECTED
     assert each(lambda cid: gnlc.ok("audit", "state", cid, now=None)["city"]["status"]) == (
         EXPECTED)
-    assert each(lambda cid: api.registry.city(UUID(cid)).status) == EXPECTED
+    assert each(lambda cid: api.registry.city(SECRETARIAT, UUID(cid)).status) == EXPECTED
     members = {h: s for h, s in EXPECTED.items() if s in member_statuses}
     assert listed(ok(net.staff.get("/members", params={
         "status": "all", "min_position": head}))) == members

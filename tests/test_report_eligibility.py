@@ -38,7 +38,7 @@ def test_a_report_on_the_day_of_admission_counts_even_earlier_that_day(
     report = _report(registry, clock, city, "2019-03-15 09:00")
     assert (report.cycle, report.due, report.submitted_on, report.late) == (
         1, date(2021, 3, 15), date(2019, 3, 15), False)
-    assert registry.city(city).memberships[0].reports == [report]
+    assert registry.city(SECRETARIAT, city).memberships[0].reports == [report]
 
 
 def test_a_report_on_the_day_the_membership_ended_is_accepted_the_day_after_is_not(
@@ -51,7 +51,7 @@ def test_a_report_on_the_day_the_membership_ended_is_accepted_the_day_after_is_n
     with pytest.raises(NotAMember) as refused:
         _report(registry, clock, city, "2021-12-02 00:00")
     assert "2021-12-02" in refused.value.message
-    assert len(registry.city(city).memberships[0].reports) == 1
+    assert len(registry.city(SECRETARIAT, city).memberships[0].reports) == 1
 
 
 def test_on_a_day_one_membership_ended_and_the_next_began_a_report_counts_for_the_one_in_force(
@@ -63,7 +63,7 @@ def test_on_a_day_one_membership_ended_and_the_next_began_a_report_counts_for_th
     clock.set("2019-04-01 14:00")
     admitted_city(registry, "Hamburg")
     after = _report(registry, clock, city, "2019-04-01 16:00")
-    assert [len(m.reports) for m in registry.city(city).memberships] == [1, 1]
+    assert [len(m.reports) for m in registry.city(SECRETARIAT, city).memberships] == [1, 1]
     assert (before.due, after.due) == (date(2021, 3, 15), date(2021, 4, 1))
 
 
@@ -77,7 +77,7 @@ def test_a_report_dated_before_1_october_2018_is_refused_as_the_rules_then_had_n
     assert "no reporting" in refused.value.message
     assert "2018-10-01" in refused.value.message
     assert registry.count_events() == events
-    assert registry.city(city).memberships[0].reports == []
+    assert registry.city(SECRETARIAT, city).memberships[0].reports == []
 
 
 def test_a_member_since_before_2018_reports_from_1_october_2018_in_the_secretariats_time_zone(
