@@ -116,18 +116,15 @@ class AuditedAggregate(Aggregate):
 
         def mutate(self, aggregate: Any) -> Any:
             aggregate = super().mutate(aggregate)
-            aggregate.acted(self)
+            last = aggregate.last_act_at  # inline: every replayed event passes here
+            if last is None or self.effective_at > last:
+                aggregate.last_act_at = self.effective_at
             return aggregate
 
         def took_effect_by(self, day: date, timezone: str) -> bool:
             """Whether the act had taken effect at the end of the business day `day` (the as-of
             folds select the events for which this holds)."""
             return local_date(self.effective_at, timezone) <= day
-
-    def acted(self, event: AuditedAggregate.Event) -> None:
-        """Note the business time of an event just applied (its own or a replayed one)."""
-        if self.last_act_at is None or event.effective_at > self.last_act_at:
-            self.last_act_at = event.effective_at
 
     def trigger_event(
         self, event_class: type[CanMutateAggregate[UUID]], *, historical: bool = False,

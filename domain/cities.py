@@ -150,6 +150,7 @@ class City(AuditedAggregate):
             if city.open_application_id == self.application_id:
                 city.open_application_id = None
             city.close_period(self.application_id, self.effective_at)
+            city.membership_act(self.effective_at)
             city.memberships.append(
                 Membership(
                     period=self.period,
@@ -168,6 +169,7 @@ class City(AuditedAggregate):
 
         def apply(self, city: City) -> None:
             city.memberships[self.period - 1].retracted = True
+            city.membership_act(self.effective_at)
 
     class ReportSubmitted(AuditedAggregate.Event):
         # v2 added `days_late` (for the network's statistics), v3 the `correlation_id` every event
@@ -195,6 +197,7 @@ class City(AuditedAggregate):
             city.memberships[self.period - 1].reports.append(
                 Report(self.cycle, self.due, self.submitted_on, self.late)
             )
+            city.membership_act(self.effective_at)
 
     class MembershipEnded(AuditedAggregate.Event):
         regulation_version: str
@@ -208,14 +211,12 @@ class City(AuditedAggregate):
             membership.ended_at = self.effective_at
             membership.ended_on = self.ended_on
             membership.end_reason = self.reason
+            city.membership_act(self.effective_at)
 
-    def acted(self, event: AuditedAggregate.Event) -> None:
-        super().acted(event)
-        until = self.membership_acts_until
-        if isinstance(event, City.MembershipStarted | City.MembershipRetracted
-                      | City.ReportSubmitted | City.MembershipEnded) and (
-                until is None or event.effective_at > until):
-            self.membership_acts_until = event.effective_at
+    def membership_act(self, at: datetime) -> None:
+        """Note the time of an act on a membership (the history import must come after it)."""
+        if self.membership_acts_until is None or at > self.membership_acts_until:
+            self.membership_acts_until = at
 
     def close_period(self, application_id: UUID, at: datetime) -> None:
         lodged, closed = self.application_periods.get(application_id, (None, at))
