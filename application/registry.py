@@ -98,6 +98,17 @@ def replay(aggregate: Any, events: Iterable[Any]) -> Any:
     return aggregate
 
 
+def replay_selection(events: Sequence[Any]) -> Any:
+    """Replay some of an aggregate's events, in order: its state at a past point (the as-of
+    folds may skip events the history import recorded later for an earlier time)."""
+    aggregate = None
+    for domain_event in events:
+        if aggregate is not None:
+            aggregate.version = domain_event.originator_version - 1
+        aggregate = domain_event.mutate(aggregate)
+    return aggregate
+
+
 @runtime_checkable
 class StreamReader(Protocol):
     """A recorder that reads several aggregates' events in one query (the store's adapters do)."""
@@ -329,7 +340,8 @@ class Registry(Application[UUID]):
 
         The rules of its own date apply (the quota from 2018-10-01; windows do not apply to facts
         that happened). A city admitted again is readmitted: its earlier membership, if still
-        active, ends the day before.
+        active, ends the day before. Where the row may fall among the city's recorded acts (it
+        may precede them, but not overlap an application) is `City.import_membership`'s rule.
         """
         authorise(actor, Action.IMPORT_HISTORY, row.country)
         today = self._act(actor).day
@@ -343,33 +355,21 @@ class Registry(Application[UUID]):
             return False
         if not isinstance(city, City):
             city = City.register(act, row.country, row.city)
-        self._end_lapsed(actor, city, row)
+        application_id = self.new_id()
+        city.import_membership(
+            act, application_id, row.year_joined,
+            lapse=self._act_on(actor, row.admitted - timedelta(days=1)),
+            left=self._act_on(actor, row.left_on) if row.left_on is not None else None,
+            end_reason=row.end_reason)
         ledger = ledger if isinstance(ledger, QuotaLedger) else QuotaLedger.open(
             act, row.country, row.year_joined)
-        application_id = self.new_id()
-        place = ledger.take_place(act, application_id, city.id, regulations_on(act.day))
+        place = ledger.take_place(act, application_id, city.id, regulations_on(act.day),
+                                  historical=True)
         application = CityApplication.import_admission(
             act, application_id, city.id, city.name, row.country, row.year_joined,
             str(row.source_url) if row.source_url else None, place)
-        city.start_membership(act, application.id, row.year_joined)
-        if row.left_on is not None:
-            city.end_membership(self._act_on(actor, row.left_on), row.end_reason, None)
         self.save(city, application, ledger)  # the city's registration first, as in the process
         return True
-
-    def _end_lapsed(self, actor: Actor, city: City, row: HistoryRow) -> None:
-        if any(m.admitted_on > row.admitted and not m.retracted for m in city.memberships):
-            raise InvalidTransition(
-                f"{city.name} ({city.country}) has a later membership already; "
-                "history is imported oldest first", field="admitted_on")
-        if any(m.ended_on is not None and m.ended_on >= row.admitted and not m.retracted
-               for m in city.memberships):  # a city is a member at most once at a time
-            raise InvalidTransition(
-                f"{city.name} ({city.country}) was still a member on {row.admitted}: an "
-                "earlier membership ends on or after it", field="admitted_on")
-        if city.active_membership is not None:
-            the_day_before = self._act_on(actor, row.admitted - timedelta(days=1))
-            city.end_membership(the_day_before, "other", "lapsed, imported")
 
     def _act_on(self, actor: Actor, day: date) -> Act:
         """An act that took effect at noon of a past business day (in the secretariat's zone)."""
@@ -450,25 +450,28 @@ class Registry(Application[UUID]):
         position: int | None = None,
     ) -> tuple[City | None, list[CityApplication]]:
         """The city and its applications as they stood at the end of the business day `as_of`
-        and/or as of log `position` (what was known at a moment is a position: see the edges)."""
+        and/or as of log `position` (what was known at a moment is a position: see the edges).
+
+        Each aggregate is its events that took effect by then (`took_effect_by`): a prefix of
+        its stream, except where the history import recorded a city's past after later acts."""
         self._authorised_city(actor, Action.READ_PAST, city_id)
 
         def counts(recorded: RecordedEvent) -> bool:
-            event = recorded.event
             return ((position is None or recorded.position <= position)
-                    and (as_of is None
-                         or local_date(event.effective_at, self.timezone) <= as_of))
+                    and (as_of is None or recorded.event.took_effect_by(as_of, self.timezone)))
 
         streams: dict[UUID, list[Any]] = {}
-        stopped: set[UUID] = set()
         for recorded in self.history(actor, city_id):
-            stream = recorded.event.originator_id
-            if stream in stopped or not counts(recorded):
-                stopped.add(stream)  # an aggregate's state is a prefix of its events
-                continue
-            streams.setdefault(stream, []).append(recorded.event)
-        city = replay(None, streams.pop(city_id, []))
-        applications = [replay(None, events) for events in streams.values()]
+            if counts(recorded):
+                streams.setdefault(recorded.event.originator_id, []).append(recorded.event)
+        city_events = streams.pop(city_id, [])
+        # Its registration counts on every day (`City.Registered`), the city only from its first
+        # act dated by then.
+        if as_of is not None and not any(
+                local_date(e.effective_at, self.timezone) <= as_of for e in city_events):
+            city_events = []
+        city = replay_selection(city_events)
+        applications = [replay_selection(events) for events in streams.values()]
         return city, applications
 
     def read_log(self, actor: Actor, start: int = 1, page: int = 1000

@@ -12,6 +12,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.acts import Act, AuditedAggregate
+from domain.calendar import local_date
 from domain.errors import (
     AlreadyMember,
     DuplicateApplication,
@@ -23,6 +24,7 @@ from domain.regulations import first_reporting_regulations
 from domain.reporting import report_due
 
 END_REASONS = ("not_reporting", "withdrawn_by_city", "other")
+LAPSED_NOTE = "lapsed, imported"
 
 
 def normalise_name(name: str) -> str:
@@ -115,11 +117,21 @@ class City(AuditedAggregate):
         country: str
         name: str
 
+        def took_effect_by(self, day: date, timezone: str) -> bool:
+            """A city's identity has no business date: the history import may record its
+            membership of years before the registry first heard of it (see
+            `City.import_membership`), so its registration counts on every day."""
+            return True
+
     def __init__(self, country: str, name: str, **_audit: Any) -> None:
         self.country = country
         self.name = name
         self.open_application_id: UUID | None = None
         self.memberships: list[Membership] = []
+        # Each application lodged: when, and when it closed (None while open).
+        self.application_periods: dict[UUID, tuple[datetime, datetime | None]] = {}
+        # The latest business time of an act on the memberships (start, report, end, retraction).
+        self.membership_acts_until: datetime | None = None
 
     @classmethod
     def register(cls, act: Act, country: str, name: str) -> City:
@@ -138,6 +150,7 @@ class City(AuditedAggregate):
 
         def apply(self, city: City) -> None:
             city.open_application_id = self.application_id
+            city.application_periods[self.application_id] = (self.effective_at, None)
 
     class ApplicationClosed(AuditedAggregate.Event):
         application_id: UUID
@@ -145,6 +158,7 @@ class City(AuditedAggregate):
 
         def apply(self, city: City) -> None:
             city.open_application_id = None
+            city.close_period(self.application_id, self.effective_at)
 
     class MembershipStarted(AuditedAggregate.Event):
         regulation_version: str
@@ -154,7 +168,12 @@ class City(AuditedAggregate):
         admitted_on: date
 
         def apply(self, city: City) -> None:
-            city.open_application_id = None
+            # The admitted application closes; an imported admission is an application of its
+            # own and leaves the city's open application (if any) open.
+            if city.open_application_id == self.application_id:
+                city.open_application_id = None
+            city.close_period(self.application_id, self.effective_at)
+            city.membership_act(self.effective_at)
             city.memberships.append(
                 Membership(
                     period=self.period,
@@ -173,6 +192,7 @@ class City(AuditedAggregate):
 
         def apply(self, city: City) -> None:
             city.memberships[self.period - 1].retracted = True
+            city.membership_act(self.effective_at)
 
     class ReportSubmitted(AuditedAggregate.Event):
         # v2 added `days_late` (for the network's statistics), v3 the `correlation_id` every event
@@ -200,6 +220,7 @@ class City(AuditedAggregate):
             city.memberships[self.period - 1].reports.append(
                 Report(self.cycle, self.due, self.submitted_on, self.late)
             )
+            city.membership_act(self.effective_at)
 
     class MembershipEnded(AuditedAggregate.Event):
         regulation_version: str
@@ -213,6 +234,17 @@ class City(AuditedAggregate):
             membership.ended_at = self.effective_at
             membership.ended_on = self.ended_on
             membership.end_reason = self.reason
+            city.membership_act(self.effective_at)
+
+    def membership_act(self, at: datetime) -> None:
+        """Note the time of an act on a membership (the history import must come after it)."""
+        if self.membership_acts_until is None or at > self.membership_acts_until:
+            self.membership_acts_until = at
+
+    def close_period(self, application_id: UUID, at: datetime) -> None:
+        lodged, closed = self.application_periods.get(application_id, (None, at))
+        if lodged is not None and closed is None:
+            self.application_periods[application_id] = (lodged, at)
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -259,11 +291,14 @@ class City(AuditedAggregate):
                 **act.event_fields(),
             )
 
-    def start_membership(self, act: Act, application_id: UUID, intake_year: int) -> Membership:
+    def start_membership(
+        self, act: Act, application_id: UUID, intake_year: int, historical: bool = False
+    ) -> Membership:
         if self.active_membership is not None:
             raise AlreadyMember(f"{self.name} ({self.country}) is already a member")
         self.trigger_event(
             self.MembershipStarted,
+            historical=historical,
             application_id=application_id,
             period=len(self.memberships) + 1,
             intake_year=intake_year,
@@ -271,6 +306,65 @@ class City(AuditedAggregate):
             **act.decision_fields(),
         )
         return self.memberships[-1]
+
+    def import_membership(
+        self, act: Act, application_id: UUID, intake_year: int, lapse: Act,
+        left: Act | None = None, end_reason: str = "other",
+    ) -> Membership:
+        """A membership from the network's records (the history import), admitted at `act`,
+        ended at `left` if given; a membership still active ends at `lapse` (the day before).
+
+        History may reach back before acts already recorded for the city: the registry heard of
+        it when it applied, its membership of years ago is imported afterwards. Its stream then
+        runs backwards in business time, which the as-of folds represent only when nothing
+        recorded later depends on the imported membership. So the import must come after every
+        act on the city's memberships (history is imported oldest first), and must not overlap
+        any application of the city, open or closed: a member does not apply, and a city has
+        one open application at a time (an import never closes one). A membership that ended
+        before the city applied comes in; one that would still run when it applied is refused.
+        """
+        first = lapse if self.active_membership is not None else act
+        self._check_history_fits(act, first, left)
+        if self.active_membership is not None:
+            self.end_membership(lapse, "other", LAPSED_NOTE, historical=True)
+        membership = self.start_membership(act, application_id, intake_year, historical=True)
+        if left is not None:
+            self.end_membership(left, end_reason, None, historical=True)
+        return membership
+
+    def _check_history_fits(self, act: Act, first: Act, left: Act | None) -> None:
+        who, admitted = f"{self.name} ({self.country})", act.day
+
+        def day(moment: datetime) -> date:
+            return local_date(moment, act.timezone)
+
+        for membership in self.memberships:
+            if membership.retracted:
+                continue
+            if membership.admitted_on > admitted:
+                raise InvalidTransition(
+                    f"{who} has a later membership already; history is imported oldest first",
+                    field="admitted_on")
+            if membership.ended_on is not None and membership.ended_on >= admitted:
+                raise InvalidTransition(
+                    f"{who} was still a member on {admitted}: an earlier membership ends on or "
+                    "after it", field="admitted_on")
+        until = self.membership_acts_until
+        if until is not None and until >= first.effective_at:
+            raise InvalidTransition(
+                f"{who} has an act on a membership on {day(until)}, not before {first.day}: "
+                "history is imported oldest first", field="admitted_on")
+        for lodged, closed in self.application_periods.values():
+            overlaps = ((left is None or lodged <= left.effective_at)
+                        and (closed is None or closed >= first.effective_at))
+            if overlaps:
+                state = "still open" if closed is None else f"closed on {day(closed)}"
+                runs = f"to {left.day}" if left is not None else "with no end"
+                raise InvalidTransition(
+                    f"{who} has an application submitted on {day(lodged)} ({state}): an "
+                    f"imported membership may not overlap it (a member does not apply, and a "
+                    f"city has one open application at a time); this one runs from {admitted} "
+                    f"{runs}", field="admitted_on")
 
     def retract_membership(self, act: Act, application_id: UUID, reason: str) -> None:
         """Undo the membership an admission started, unless it already has a report."""
@@ -320,7 +414,9 @@ class City(AuditedAggregate):
         )
         return membership.reports[-1]
 
-    def end_membership(self, act: Act, reason: str, note: str | None) -> Membership:
+    def end_membership(
+        self, act: Act, reason: str, note: str | None, historical: bool = False
+    ) -> Membership:
         if reason not in END_REASONS:
             raise InvalidInput(
                 f"reason must be one of {', '.join(END_REASONS)}, got {reason!r}", field="reason"
@@ -332,6 +428,7 @@ class City(AuditedAggregate):
             raise InvalidTransition("a membership cannot end before it began")
         self.trigger_event(
             self.MembershipEnded,
+            historical=historical,
             period=membership.period,
             reason=reason,
             note=note,

@@ -63,8 +63,12 @@ class QuotaLedger(AuditedAggregate):
         return len(self.admitted)
 
     def take_place(
-        self, act: Act, application_id: UUID, city_id: UUID, regulations: Regulations
+        self, act: Act, application_id: UUID, city_id: UUID, regulations: Regulations,
+        historical: bool = False,
     ) -> PlaceTaken:
+        """Take a place of the year, if one is left. A `historical` admission (history import)
+        may precede the ledger's last act: the ledger counts places, in no order, and no as-of
+        answer is folded from it."""
         limit = regulations.quota_per_country_per_year
         if limit is not None and self.used >= limit:
             raise QuotaExhausted(
@@ -72,6 +76,7 @@ class QuotaLedger(AuditedAggregate):
             )
         self.trigger_event(
             self.PlaceTaken,
+            historical=historical,
             application_id=application_id,
             city_id=city_id,
             used_before=self.used,

@@ -11,7 +11,6 @@ from typing import Any
 
 from application.registry import Registry
 from domain.acts import Actor
-from domain.calendar import local_date
 from domain.errors import InvalidInput
 from infrastructure.projection_runner import ProjectionRunner
 from infrastructure.readmodels import ReadModelStore
@@ -94,7 +93,8 @@ class ReadSide:
             if known is not None and recorded.position > known:
                 return
             event = recorded.event
-            if as_of is not None and local_date(event.effective_at, self.timezone) > as_of:
+            # A city's registration counts on every day: see City.Registered.took_effect_by.
+            if as_of is not None and not event.took_effect_by(as_of, self.timezone):
                 continue
             yield event
 

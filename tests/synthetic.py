@@ -145,15 +145,19 @@ def _one_city(writer: _Writer, rng: random.Random, country: str, name: str) -> N
         writer.add(city, application)
         return
     ledger = writer.ledger(secretariat, country, year)
+    if ledger.last_act_at is not None and ledger.last_act_at > secretariat.effective_at:
+        # Business time never runs backwards on the shared ledger: decide after its last act.
+        secretariat = _act(Role.SECRETARIAT, ledger.last_act_at)
     place = ledger.take_place(secretariat, application.id, city.id, secretariat.regulations)
     application.admit(secretariat, None, "recommended", place)
     city.start_membership(secretariat, application.id, year)
     after = rng.random()
     afterwards = _act(Role.SECRETARIAT, secretariat.effective_at + timedelta(days=200))
-    if after < 0.10:
-        application.retract(afterwards, "admitted in error")
-        city.retract_membership(afterwards, application.id, "admitted in error")
-        ledger.free_place(afterwards, application.id, "admitted in error")
+    if after < 0.10:  # the next day: the ledger's later admissions are not pushed far ahead
+        corrigendum = _act(Role.SECRETARIAT, secretariat.effective_at + timedelta(days=1))
+        application.retract(corrigendum, "admitted in error")
+        city.retract_membership(corrigendum, application.id, "admitted in error")
+        ledger.free_place(corrigendum, application.id, "admitted in error")
     elif after < 0.30:
         reported = afterwards.effective_at + REPORTS_LATER
         city.submit_report(_act(Role.CITY, reported), _REPORT)

@@ -128,6 +128,7 @@ def varied_log(registry: Registry, clock: SettableClock) -> dict[str, Any]:
     registry.retract(SECRETARIAT, lyon.application_id, "admitted in error")
     clock.set("2021-03-01 12:00")
     registry.submit_report(CITY, bremen.city_id, progress_report())
+    clock.set("2021-06-02 12:00")  # after the v1 report (business time never runs backwards)
     registry.end_membership(SECRETARIAT, report_city.id, "not_reporting", "no report since 2021")
     registry.end_membership(SECRETARIAT, bremen.city_id, "withdrawn_by_city")
     for name, change in CRAFTED.items():

@@ -32,10 +32,15 @@ def _report(registry: Registry, clock: SettableClock, city: UUID, at: str) -> An
     return registry.submit_report(CITY, city, progress_report())
 
 
-def test_a_report_on_the_day_of_admission_counts_even_earlier_that_day(
+def test_a_report_on_the_day_of_admission_counts_and_one_before_its_hour_runs_backwards(
         registry: Registry, clock: SettableClock) -> None:
+    # Eligibility is by business date, but no act may precede the city's last act (item 5): a
+    # report earlier that day than the admission (only possible with --now) is refused as
+    # running backwards, naming both times, not as `not_a_member`.
     city = _member(registry, clock, 2019, "2019-03-15 15:00")
-    report = _report(registry, clock, city, "2019-03-15 09:00")
+    with pytest.raises(InvalidTransition, match="never runs backwards"):
+        _report(registry, clock, city, "2019-03-15 09:00")
+    report = _report(registry, clock, city, "2019-03-15 23:30")
     assert (report.cycle, report.due, report.submitted_on, report.late) == (
         1, date(2021, 3, 15), date(2019, 3, 15), False)
     assert registry.city(SECRETARIAT, city).memberships[0].reports == [report]
