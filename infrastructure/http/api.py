@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -25,7 +25,7 @@ from domain.errors import Forbidden, GnlcError, InvalidInput, NotAuthenticated
 from domain.forms import ApplicationForm, CountryCode, IsoDate, IsoDateTime, ProgressReport
 from infrastructure.http import problems
 from infrastructure.http.idempotency import IdempotencyKeys, Outcome, fingerprint
-from infrastructure.http.limits import RateLimiter
+from infrastructure.http.limits import FailedAuthentications, RateLimiter
 from infrastructure.http.schemas import (
     AdmissionRequest,
     Admitted,
@@ -72,6 +72,9 @@ class Services:
     background: Callable[[], AbstractContextManager[object]] = nullcontext
     # The head of the audit hash chain, as (position, hash).
     chain_head: Callable[[], tuple[int, str]] | None = None
+    # Failed authentications per client address (off unless configured).
+    failures: FailedAuthentications = field(
+        default_factory=lambda: FailedAuthentications(0.0, 0))
 
 
 bearer = HTTPBearer(auto_error=False, description="a token from `gnlc tokens create`")
@@ -112,7 +115,16 @@ async def authenticated(
     services: Services = request.app.state.services
     if credentials is None:
         raise NotAuthenticated("an Authorization: Bearer token is required")
-    actor = services.registry.authenticate(credentials.credentials)
+    address = request.client.host if request.client else "unknown"
+    if wait := services.failures.refusal(address, credentials.credentials):
+        raise problems.TooManyRequests(
+            wait, "too many failed authentications from this address")
+    try:
+        actor = services.registry.authenticate(credentials.credentials)
+    except NotAuthenticated:
+        services.failures.failed(address)
+        raise
+    services.failures.succeeded(credentials.credentials)
     wait = services.limiter.admit(actor.name)
     if wait:
         raise problems.TooManyRequests(wait)
