@@ -35,7 +35,7 @@ class Settings(BaseSettings):
         "0: off"
     )
     address_rate_burst: int = Field(
-        default=20, ge=0, description="failed authentications a client address may have at "
+        default=100, ge=0, description="failed authentications a client address may have at "
         "once; 0: no limit"
     )
     streams_per_token: int = Field(

@@ -15,8 +15,8 @@ import pytest
 
 from domain.acts import Role
 from infrastructure.settings import Settings
-from tests.conftest import SettableClock
-from tests.http_support import refused
+from tests.conftest import CITY, SECRETARIAT, SettableClock, admitted_city, application_form
+from tests.http_support import ok, refused
 from tests.live_server import LiveServer, live_server
 
 WAIT_SECONDS = 30.0
@@ -111,3 +111,87 @@ def test_malformed_tokens_count_against_the_address_too(
     with limited.client("gnlc_nonsense") as malformed:
         statuses = [malformed.get("/quotas").status_code for _ in range(5)]
     assert statuses == [401] * 3 + [429] * 2
+
+
+# --- paged lists ---------------------------------------------------------------------------------
+
+def _head(api: LiveServer) -> dict[str, int]:
+    return {"min_position": api.registry.recorder.max_notification_id() or 0}
+
+
+def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every page of a list, following next_cursor."""
+    pages = [ok(client.get(path, params=params))]
+    while pages[-1]["next_cursor"] is not None:
+        pages.append(ok(client.get(path, params={**params,
+                                                 "cursor": pages[-1]["next_cursor"]})))
+    return pages
+
+
+@pytest.fixture
+def network_of_five(api: LiveServer) -> LiveServer:
+    """Five members in three countries; Köln's application is still open."""
+    api.registry.open_intake(SECRETARIAT, 2019)
+    for name, country in (("Hamburg", "DE"), ("Bremen", "DE"), ("Lyon", "FR"),
+                          ("Nantes", "FR"), ("Suwon", "KR")):
+        admitted_city(api.registry, name, country)
+    api.registry.submit_application(CITY, application_form("Köln"))
+    return api
+
+
+@pytest.mark.parametrize(("path", "params", "total"), [
+    ("/members", {}, 5),
+    ("/applications", {}, 6),
+    ("/deadlines", {"today": "2021-04-01"}, 10),
+    ("/quotas", {}, 3),
+])
+def test_a_list_comes_in_pages_of_limit_rows_with_the_total_and_a_cursor_to_the_next(
+    network_of_five: LiveServer, path: str, params: dict[str, Any], total: int,
+) -> None:
+    api = network_of_five
+    with api.client(api.token("uil-coordination", Role.SECRETARIAT)) as staff:
+        whole = ok(staff.get(path, params={**params, **_head(api)}))
+        assert whole["total"] == total and len(whole["items"]) == total
+        assert whole["next_cursor"] is None
+        pages = _pages(staff, path, {**params, "limit": 2})
+    assert [len(p["items"]) for p in pages] == [2] * (total // 2) + [total % 2] * (total % 2)
+    assert {p["total"] for p in pages} == {total}
+    assert [row for p in pages for row in p["items"]] == whole["items"]
+
+
+def test_a_cursor_stays_in_place_when_rows_are_added_before_it(
+    network_of_five: LiveServer,
+) -> None:
+    api = network_of_five
+    with api.client(api.token("uil-coordination", Role.SECRETARIAT)) as staff:
+        first = ok(staff.get("/members", params={"limit": 2, **_head(api)}))
+        assert [m["name"] for m in first["items"]] == ["Bremen", "Hamburg"]
+        admitted_city(api.registry, "Aachen", "DE")  # sorts before the cursor
+        admitted_city(api.registry, "Paris", "FR")  # sorts after it
+        rest = _pages(staff, "/members", {"limit": 2, "cursor": first["next_cursor"],
+                                          **_head(api)})
+    assert [m["name"] for p in rest for m in p["items"]] == [
+        "Lyon", "Nantes", "Paris", "Suwon"]
+    assert rest[0]["total"] == 7
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"cursor": "bm90IGEgY3Vyc29y"}, "cursor"),
+    ({"cursor": "%%%"}, "cursor"),
+    ({"limit": 0}, "limit"),
+    ({"limit": 1001}, "limit"),
+])
+def test_a_cursor_or_limit_the_list_did_not_give_is_invalid_input(
+    api: LiveServer, params: dict[str, Any], field: str,
+) -> None:
+    with api.client(api.token("uil-coordination", Role.SECRETARIAT)) as staff:
+        problem = refused(staff.get("/members", params=params), 422, "invalid_input")
+    assert problem["field"] == field
+
+
+def test_a_cursor_of_another_list_is_invalid_input(network_of_five: LiveServer) -> None:
+    api = network_of_five
+    with api.client(api.token("uil-coordination", Role.SECRETARIAT)) as staff:
+        quotas = ok(staff.get("/quotas", params={"limit": 1, **_head(api)}))
+        refused(staff.get("/members", params={"cursor": quotas["next_cursor"]}), 422,
+                "invalid_input", "cursor")

@@ -29,20 +29,20 @@ from infrastructure.http.limits import FailedAuthentications, RateLimiter
 from infrastructure.http.schemas import (
     AdmissionRequest,
     Admitted,
-    ApplicationRow,
+    ApplicationPage,
     ApplicationView,
     CityView,
-    DeadlineRow,
+    DeadlinePage,
     Empty,
     EventView,
     ExtensionRequest,
     Health,
     IntakeRequest,
     IntakeWritten,
-    MemberRow,
+    MemberPage,
     MembershipEnded,
     MembershipEndRequest,
-    QuotaRow,
+    QuotaPage,
     Readiness,
     ReasonRequest,
     RejectionRequest,
@@ -274,6 +274,9 @@ Today = Annotated[Day | None, Query(description="the day deadlines are measured 
 MinPosition = Annotated[int | None, Query(
     ge=0, description="wait (at most 5 s) until the read models include this log position")]
 Year = Annotated[int | None, Query(ge=1900, le=9998)]
+Limit = Annotated[int, Query(ge=1, le=answers.MAX_LIMIT, description="rows per page")]
+Cursor = Annotated[str | None, Query(
+    max_length=500, description="the `next_cursor` of the previous page (opaque)")]
 
 
 def _visible(actor: Actor, rows: list[Row]) -> list[Row]:
@@ -310,6 +313,11 @@ async def _rows(s: Services, actor: Actor, table: str, as_of: date | None,
     return s.read_side.stored_rows(table, country=country)  # the rest is filtered after
 
 
+def _page(rows: list[Row], order: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    found = answers.page(rows, order, limit, cursor)
+    return {"items": found.items, "total": found.total, "next_cursor": found.next_cursor}
+
+
 def _today(s: Services, asked: date | None) -> date:
     return asked or local_date(s.clock.now(), s.timezone)
 
@@ -317,40 +325,47 @@ def _today(s: Services, asked: date | None) -> date:
 def _queries(api: FastAPI, s: Services) -> None:
     reg = s.registry
 
-    @api.get("/members", response_model=list[MemberRow], tags=["queries"])
+    @api.get("/members", response_model=MemberPage, tags=["queries"])
     async def members(actor: Caller, country: Country = None,
                 status: Annotated[str, Query(pattern="^(active|ended|all)$")] = "active",
                 as_of: AsOf = None, known_at: KnownAt = None, today: Today = None,
-                min_position: MinPosition = None) -> list[Row]:
+                min_position: MinPosition = None, limit: Limit = answers.DEFAULT_LIMIT,
+                cursor: Cursor = None) -> dict[str, Any]:
         code = _country(actor, country)
         rows = await _rows(s, actor, "members", as_of, known_at, min_position, code)
         on = today or as_of or _today(s, None)
-        return _visible(actor, answers.members(rows, on, code, status))
+        return _page(_visible(actor, answers.members(rows, on, code, status)), "members",
+                     limit, cursor)
 
-    @api.get("/quotas", response_model=list[QuotaRow], tags=["queries"])
+    @api.get("/quotas", response_model=QuotaPage, tags=["queries"])
     async def quotas(actor: Caller, year: Year = None, country: Country = None, as_of: AsOf = None,
-               known_at: KnownAt = None, min_position: MinPosition = None) -> list[Row]:
+               known_at: KnownAt = None, min_position: MinPosition = None,
+               limit: Limit = answers.DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
         code = _country(actor, country)
         rows = await _rows(s, actor, "quotas", as_of, known_at, min_position, code)
-        return _visible(actor, answers.quotas(rows, year, code))
+        return _page(_visible(actor, answers.quotas(rows, year, code)), "quotas", limit, cursor)
 
-    @api.get("/deadlines", response_model=list[DeadlineRow], tags=["queries"])
+    @api.get("/deadlines", response_model=DeadlinePage, tags=["queries"])
     async def deadlines(actor: Caller, today: Today = None, overdue: bool = False,
                   due_before: Annotated[Day | None, Query()] = None, country: Country = None,
-                  min_position: MinPosition = None) -> list[Row]:
+                  min_position: MinPosition = None, limit: Limit = answers.DEFAULT_LIMIT,
+                  cursor: Cursor = None) -> dict[str, Any]:
         code = _country(actor, country)
         rows = await _rows(s, actor, "deadlines", None, None, min_position, code)
-        return _visible(actor, answers.deadline_list(
-            rows, _today(s, today), overdue, due_before, code))
+        return _page(_visible(actor, answers.deadline_list(
+            rows, _today(s, today), overdue, due_before, code)), "deadlines", limit, cursor)
 
-    @api.get("/applications", response_model=list[ApplicationRow], tags=["queries"])
+    @api.get("/applications", response_model=ApplicationPage, tags=["queries"])
     async def applications(actor: Caller, year: Year = None,
                      status: Annotated[str | None, Query(
                          pattern="^(" + "|".join(Status) + ")$")] = None,
-                     country: Country = None, min_position: MinPosition = None) -> list[Row]:
+                     country: Country = None, min_position: MinPosition = None,
+                     limit: Limit = answers.DEFAULT_LIMIT,
+                     cursor: Cursor = None) -> dict[str, Any]:
         code = _country(actor, country)
         rows = await _rows(s, actor, "applications", None, None, min_position, code)
-        return _visible(actor, answers.applications(rows, year, status, code))
+        return _page(_visible(actor, answers.applications(rows, year, status, code)),
+                     "applications", limit, cursor)
 
     @api.get("/applications/{application_id}", response_model=ApplicationView,
              tags=["applications"])
