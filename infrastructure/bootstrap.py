@@ -104,7 +104,7 @@ def build_read_side(settings: Settings, registry: Registry,
     store = store or build_read_models(settings)
     chain = StoredLog(event_store(settings))
     return ReadSide(registry, store, lambda names: build_runner(settings, registry, store, names),
-                    settings.timezone, chain.known_by)
+                    settings.timezone, chain.known_by, settings.past_replays)
 
 
 def build_api(settings: Settings, registry: Registry, clock: Clock | None = None,

@@ -27,7 +27,7 @@ from domain.errors import (
 from infrastructure.http.idempotency import KeyReusedWithOtherRequest, StillRunning
 from infrastructure.http.limits import retry_after
 from infrastructure.http.schemas import Problem
-from infrastructure.read_side import Behind
+from infrastructure.read_side import Behind, Busy
 
 TYPE_BASE = "https://gnlc.uil.unesco.org/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -150,6 +150,10 @@ def install(api: FastAPI) -> None:
 
     @api.exception_handler(Behind)
     async def behind(_: Request, error: Behind) -> JSONResponse:
+        return response(503, body(503, "unavailable", str(error)), {"Retry-After": "1"})
+
+    @api.exception_handler(Busy)
+    async def busy(_: Request, error: Busy) -> JSONResponse:
         return response(503, body(503, "unavailable", str(error)), {"Retry-After": "1"})
 
     @api.exception_handler(OperationalError)
