@@ -78,15 +78,19 @@ class ReadSide:
         if not self._replays.acquire(blocking=False):
             raise Busy("too many replays to a past point are running; try again shortly")
         try:
-            # The log below a kept position never changes (positions are given in commit order),
-            # so a kept state only needs the events after it.
-            start, folded = (kept[0], copy.deepcopy(kept[1])) if kept else (0, None)
-            events = self._events(as_of, start, target)
-            if folded is None:
-                folded = fold(events, self.timezone, (name,))[name]
+            if kept is None:
+                folded = fold(self._events(as_of, 0, target), self.timezone, (name,))[name]
             else:
-                for event in events:
-                    folded.apply(event)
+                # The log below a kept position never changes (positions are given in commit
+                # order): a kept state only needs the events after it, and is copied only when
+                # one of them changes it (most events of a past day's query took effect later).
+                folded = kept[1]
+                changes = [e for e in self._events(as_of, kept[0], target)
+                           if type(e) in folded.handlers]
+                if changes:
+                    folded = copy.deepcopy(folded)
+                    for event in changes:
+                        folded.apply(event)
             folded.forget_changes()
         finally:
             self._replays.release()
