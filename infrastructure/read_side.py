@@ -3,7 +3,6 @@ date (`as_of`, business time) or a past moment of the registry's knowledge (`kno
 
 from __future__ import annotations
 
-import pickle
 import threading
 import time
 from collections import OrderedDict
@@ -87,8 +86,8 @@ class ReadSide:
                 folded = kept[1]
                 changes = [e for e in self._events(as_of, kept[0], target)
                            if type(e) in folded.handlers]
-                if changes:  # a pickled copy: a quarter of deepcopy's time
-                    folded = pickle.loads(pickle.dumps(folded, pickle.HIGHEST_PROTOCOL))
+                if changes:
+                    folded = folded.fork()
                     for event in changes:
                         folded.apply(event)
             folded.forget_changes()
