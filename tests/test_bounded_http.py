@@ -47,6 +47,13 @@ def _open_stream(stack: ExitStack, client: httpx.Client) -> httpx.Response:
     return stack.enter_context(client.stream("GET", "/events/stream"))
 
 
+def _try_stream(stack: ExitStack, client: httpx.Client) -> httpx.Response:
+    """A stream request, its body not read (closed with the stack)."""
+    response = client.send(client.build_request("GET", "/events/stream"), stream=True)
+    stack.callback(response.close)
+    return response
+
+
 # --- live streams per token ----------------------------------------------------------------------
 
 def test_a_token_over_its_open_streams_gets_429_until_one_of_its_clients_disconnects(
@@ -60,7 +67,9 @@ def test_a_token_over_its_open_streams_gets_429_until_one_of_its_clients_disconn
         second = _open_stream(streams, client)
         assert (first.status_code, second.status_code) == (200, 200)
 
-        third = client.get("/events/stream")
+        third = _try_stream(streams, client)  # not read to its end: on 200 it never ends
+        assert third.status_code == 429
+        third.read()
         problem = refused(third, 429, "rate_limited")
         assert "streams" in problem["detail"]
         assert int(third.headers["Retry-After"]) >= 1
@@ -70,15 +79,11 @@ def test_a_token_over_its_open_streams_gets_429_until_one_of_its_clients_disconn
         first.close()  # the client goes away: its slot is freed
 
         def reopened() -> httpx.Response | None:
-            response = client.send(client.build_request("GET", "/events/stream"), stream=True)
-            if response.status_code == 200:
-                streams.callback(response.close)
-                return response
-            response.close()
-            return None
+            response = _try_stream(streams, client)
+            return response if response.status_code == 200 else None
 
         assert _until(reopened, "a freed stream slot").status_code == 200
-        refused(client.get("/events/stream"), 429, "rate_limited")
+        assert _try_stream(streams, client).status_code == 429
 
 
 # --- failed authentications per client address ---------------------------------------------------
