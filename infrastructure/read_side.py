@@ -79,6 +79,7 @@ class ReadSide:
         try:
             if kept is None:
                 folded = fold(self._events(as_of, 0, target), self.timezone, (name,))[name]
+                folded.forget_changes()  # kept for reading only
             else:
                 # The log below a kept position never changes (positions are given in commit
                 # order): a kept state only needs the events after it, and is copied only when
@@ -90,11 +91,12 @@ class ReadSide:
                     folded = folded.fork()
                     for event in changes:
                         folded.apply(event)
-            folded.forget_changes()
+                    folded.forget_changes()
         finally:
             self._replays.release()
         with self._past_lock:
-            if self._past.get(key, (-1,))[0] < target:
+            newest = self._past.get(key)
+            if newest is None or newest[0] < target:  # another request may have gone further
                 self._past[key] = (target, folded)
                 self._past.move_to_end(key)
             while len(self._past) > PAST_STATES_KEPT:
