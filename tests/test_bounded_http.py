@@ -200,3 +200,48 @@ def test_a_cursor_of_another_list_is_invalid_input(network_of_five: LiveServer) 
         quotas = ok(staff.get("/quotas", params={"limit": 1, **_head(api)}))
         refused(staff.get("/members", params={"cursor": quotas["next_cursor"]}), 422,
                 "invalid_input", "cursor")
+
+
+# --- replays to the past -------------------------------------------------------------------------
+
+def test_a_past_query_beyond_the_replays_running_at_once_gets_503_with_retry_after(
+    api: LiveServer,
+) -> None:
+    from tests.test_bounded_replays import HeldReplay
+
+    services = api.app.app.state.services
+    built = services.read_side
+    held = HeldReplay(built.registry, built.store, built.runner, built.timezone, built.known_by,
+                      replays=1)
+    services.read_side = held
+    api.registry.open_intake(SECRETARIAT, 2019)
+    answered: list[httpx.Response] = []
+    with api.client(api.token("uil-coordination", Role.SECRETARIAT)) as staff:
+        first = threading.Thread(target=lambda: answered.append(
+            staff.get("/members", params={"as_of": "2019-03-31"})))
+        first.start()
+        try:
+            assert held.started.wait(WAIT_SECONDS)
+            busy = staff.get("/quotas", params={"as_of": "2019-03-31"})
+            refused(busy, 503, "unavailable")
+            assert int(busy.headers["Retry-After"]) >= 1
+        finally:
+            held.go_on.set()
+            first.join(WAIT_SECONDS)
+        assert [r.status_code for r in answered] == [200]
+        assert ok(staff.get("/quotas", params={"as_of": "2019-03-31"}))["total"] == 0
+
+
+def test_the_failed_authentications_of_addresses_that_stopped_are_forgotten() -> None:
+    from infrastructure.http.limits import FailedAuthentications
+
+    now = [0.0]
+    failures = FailedAuthentications(rate=1.0, burst=2, clock=lambda: now[0])
+    failures.failed("192.0.2.1")
+    failures.failed("192.0.2.1")
+    failures.failed("192.0.2.2")
+    assert failures.refusal("192.0.2.1", "gnlc_x_y") == pytest.approx(1.0)
+    now[0] = 1.5  # 192.0.2.2 has its bucket full again, 192.0.2.1 not yet
+    failures.limiter.forget_full()
+    assert len(failures.limiter) == 1
+    assert failures.refusal("192.0.2.1", "gnlc_x_y") == 0.0

@@ -64,6 +64,23 @@ class RateLimiter:
             return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
 
+    def forget_full(self) -> None:
+        """Drop the buckets that have filled up again (as good as new): keeps memory bounded
+        when keys come and go (client addresses)."""
+        with self._lock:
+            now = self.clock()
+            self._buckets = {
+                key: (tokens, then) for key, (tokens, then) in self._buckets.items()
+                if tokens + (now - then) * self.rate < self.burst}
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+# Addresses with recent failed authentications kept before the full buckets are dropped.
+ADDRESSES_KEPT = 100_000
+
+
 class FailedAuthentications:
     """Failed authentications per client address, limited before the token is looked up.
 
@@ -88,6 +105,8 @@ class FailedAuthentications:
 
     def failed(self, address: str) -> None:
         self.limiter.admit(address)
+        if len(self.limiter) > ADDRESSES_KEPT:
+            self.limiter.forget_full()
 
     def succeeded(self, bearer: str) -> None:
         digest = _digest(bearer)
