@@ -108,12 +108,26 @@ def replay_selection(events: Sequence[Any]) -> Any:
         aggregate = domain_event.mutate(aggregate)
     return aggregate
 
+def _applications_of(city_events: Iterable[object]) -> set[UUID]:
+    """The ids of the applications a city's events name."""
+    return {e.application_id for e in city_events
+            if isinstance(e, City.ApplicationLodged | City.MembershipStarted)}
+
 
 @runtime_checkable
 class StreamReader(Protocol):
     """A recorder that reads several aggregates' events in one query (the store's adapters do)."""
 
     def select_streams(self, originator_ids: Sequence[UUID]) -> Sequence[StoredEvent]: ...
+
+
+@runtime_checkable
+class PositionedStreamReader(Protocol):
+    """A recorder that reads several aggregates' events with their log positions, in log order
+    (the store's adapters do): a city's history without decoding the rest of the log."""
+
+    def select_positioned_streams(self, originator_ids: Sequence[UUID]
+                                  ) -> Sequence[tuple[int, StoredEvent]]: ...
 
 
 @dataclass(frozen=True)
@@ -438,12 +452,22 @@ class Registry(Application[UUID]):
     def history(self, actor: Actor, city_id: UUID) -> list[RecordedEvent]:
         """Every event of the city and of its applications, in log order."""
         city = self._authorised_city(actor, Action.READ, city_id)
-        ids = {city.id} | {
-            e.application_id
-            for e in self.repository.event_store.get(city.id)
-            if isinstance(e, City.ApplicationLodged | City.MembershipStarted)
-        }
-        return [r for r in self._read_log() if r.event.originator_id in ids]
+        ids = {city.id} | _applications_of(self.repository.event_store.get(city.id))
+        if not isinstance(self.recorder, PositionedStreamReader):
+            return [r for r in self._read_log() if r.event.originator_id in ids]
+        # The city's events name its applications: read just those streams. Each read is one
+        # statement (a consistent snapshot); an application lodged since the previous read
+        # shows up among the city's events, and is then read too.
+        while True:
+            recorded = [RecordedEvent(position, cast(AuditedAggregate.Event,
+                                                     self.mapper.to_domain_event(stored)))
+                        for position, stored in self.recorder.select_positioned_streams(
+                            sorted(ids, key=str))]
+            named = {city.id} | _applications_of(
+                r.event for r in recorded if r.event.originator_id == city.id)
+            if named <= ids:
+                return recorded
+            ids |= named
 
     def city_at(
         self, actor: Actor, city_id: UUID, as_of: date | None = None,

@@ -505,7 +505,7 @@ def members_job(client: Client, job: tuple[str, int],
     started = time.perf_counter()
     response = client.get("/members", params={"country": country})
     steps["GET /members"].append(time.perf_counter() - started)
-    if response.status_code != 200 or len(response.json()) != expected:
+    if response.status_code != 200 or response.json()["total"] != expected:
         raise RuntimeError(f"GET /members?country={country}: {response.status_code} "
                            f"{response.text[:300]}")
 

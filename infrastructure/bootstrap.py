@@ -21,7 +21,7 @@ from infrastructure.http.api import Services, create_api
 from infrastructure.http.audit import add_audit_routes
 from infrastructure.http.events import EventServices, add_event_routes
 from infrastructure.http.idempotency import IdempotencyKeys
-from infrastructure.http.limits import BodyLimit, RateLimiter
+from infrastructure.http.limits import BodyLimit, FailedAuthentications, RateLimiter, StreamSlots
 from infrastructure.projection_runner import ProjectionFailed, ProjectionLock, ProjectionRunner
 from infrastructure.read_side import ReadSide
 from infrastructure.readmodels import ReadModelStore, read_model_engine
@@ -122,7 +122,7 @@ def build_read_side(settings: Settings, registry: Registry,
     store = store or build_read_models(settings)
     chain = StoredLog(event_store(settings))
     return ReadSide(registry, store, lambda names: build_runner(settings, registry, store, names),
-                    settings.timezone, chain.known_by)
+                    settings.timezone, chain.known_by, settings.past_replays)
 
 
 def build_api(settings: Settings, registry: Registry, clock: Clock | None = None,
@@ -159,11 +159,15 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
         clock=clock or registry.clock,
         timezone=settings.timezone,
         background=background,
+        failures=FailedAuthentications(settings.address_rate_limit / settings.http_workers,
+                                       math.ceil(settings.address_rate_burst
+                                                 / settings.http_workers)),
     )
     api = create_api(services)
     add_audit_routes(api, registry, chain)
     add_event_routes(api, EventServices(Feed(registry), watcher,
-                                         settings.stream_heartbeat_seconds))
+                                         settings.stream_heartbeat_seconds,
+                                         StreamSlots(settings.streams_per_token)))
     return BodyLimit(api)
 
 

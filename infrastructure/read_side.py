@@ -5,22 +5,32 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
 from application.registry import Registry
+from domain.access import Action, authorise
 from domain.acts import Actor
 from domain.errors import InvalidInput
 from infrastructure.projection_runner import ProjectionRunner
 from infrastructure.readmodels import ReadModelStore
-from projections.base import Row
+from projections.base import Projection, Row
 from projections.catalogue import PROJECTIONS, fold
 
 WAIT_FOR_RUNNER_SECONDS = 10.0
+# Past states kept per process: (projection, as_of, known_at position) -> state at a position.
+PAST_STATES_KEPT = 16
+REPLAYS_AT_ONCE = 2
+
 
 class Behind(Exception):
     """The read models did not reach the asked position in time."""
+
+
+class Busy(Exception):
+    """Too many replays to the past are running in this process; try again shortly."""
 
 
 TABLE_OWNER = {table: name for name, p in PROJECTIONS.items() for table in p.keys}
@@ -29,10 +39,16 @@ TABLE_OWNER = {table: name for name, p in PROJECTIONS.items() for table in p.key
 class ReadSide:
     def __init__(self, registry: Registry, store: ReadModelStore,
                  runner: Callable[[Iterable[str]], ProjectionRunner], timezone: str,
-                 known_by: Callable[[datetime], int]) -> None:
+                 known_by: Callable[[datetime], int], replays: int = REPLAYS_AT_ONCE) -> None:
         self.registry, self.store, self.runner, self.timezone = registry, store, runner, timezone
         # The last position recorded by a moment: whole transactions (the audit chain's time).
         self.known_by = known_by
+        # A replay decodes the log from its start: the results are kept (a new one continues
+        # from a kept one when the log has only grown), and only a few run at once.
+        self._past: OrderedDict[tuple[str, date | None, int | None],
+                                tuple[int, Projection]] = OrderedDict()
+        self._past_lock = threading.Lock()
+        self._replays = threading.BoundedSemaphore(replays)
 
     def rows(self, table: str, as_of: date | None = None,
              known_at: datetime | None = None, *, reader: Actor) -> list[Row]:
@@ -43,8 +59,56 @@ class ReadSide:
         if as_of is None and known_at is None:
             self.bring_up_to_date([name])
             return self.store.rows(table)
-        events = self._events(reader, as_of, known_at)
-        return fold(events, self.timezone, (name,))[name].rows(table)
+        return self.past(name, as_of, known_at, reader=reader).rows(table)
+
+    def past(self, name: str, as_of: date | None, known_at: datetime | None, *,
+             reader: Actor) -> Projection:
+        """The projection folded from what was recorded by `known_at`, of what took effect by
+        the end of the day `as_of`: kept, continued from a kept state, or replayed (`Busy` when
+        too many replays run already). Never changed once returned."""
+        # A kept state is shared by every reader: each one is authorised, not only the first,
+        # whose replay read the log through `Registry.read_log`.
+        authorise(reader, Action.READ_PAST)
+        # What was known at a moment is every transaction recorded by then, never half of one
+        # (the events of one save carry slightly different timestamps).
+        known = self.known_by(known_at) if known_at is not None else None
+        head = self.registry.recorder.max_notification_id() or 0
+        target = head if known is None else min(known, head)
+        key = (name, as_of, known)
+        with self._past_lock:
+            kept = self._past.get(key)
+            if kept is not None:
+                self._past.move_to_end(key)
+        if kept is not None and kept[0] >= target:
+            return kept[1]
+        if not self._replays.acquire(blocking=False):
+            raise Busy("too many replays to a past point are running; try again shortly")
+        try:
+            if kept is None:
+                folded = fold(self._events(reader, as_of, 0, target), self.timezone, (name,))[name]
+                folded.forget_changes()  # kept for reading only
+            else:
+                # The log below a kept position never changes (positions are given in commit
+                # order): a kept state only needs the events after it, and is copied only when
+                # one of them changes it (most events of a past day's query took effect later).
+                folded = kept[1]
+                changes = [e for e in self._events(reader, as_of, kept[0], target)
+                           if type(e) in folded.handlers]
+                if changes:
+                    folded = folded.fork()
+                    for event in changes:
+                        folded.apply(event)
+                    folded.forget_changes()
+        finally:
+            self._replays.release()
+        with self._past_lock:
+            newest = self._past.get(key)
+            if newest is None or newest[0] < target:  # another request may have gone further
+                self._past[key] = (target, folded)
+                self._past.move_to_end(key)
+            while len(self._past) > PAST_STATES_KEPT:
+                self._past.popitem(last=False)
+        return folded
 
     def stored_rows(self, table: str, **equal: Any) -> list[Row]:
         """The rows as the projections stored them, without waiting for anything; `equal`
@@ -84,13 +148,11 @@ class ReadSide:
             raise Behind(f"the read models have not reached position {position} "
                          f"within {timeout:g} s")
 
-    def _events(self, reader: Actor, as_of: date | None,
-                known_at: datetime | None) -> Iterable[object]:
-        # What was known at a moment is every transaction recorded by then, never half of one
-        # (the events of one save carry slightly different timestamps).
-        known = self.known_by(known_at) if known_at is not None else None
-        for recorded in self.registry.read_log(reader):
-            if known is not None and recorded.position > known:
+    def _events(self, reader: Actor, as_of: date | None, after: int,
+                upto: int) -> Iterable[object]:
+        """The events in (after, upto] that took effect by the end of the day `as_of`."""
+        for recorded in self.registry.read_log(reader, after + 1):
+            if recorded.position > upto:
                 return
             event = recorded.event
             # A city's registration counts on every day: see City.Registered.took_effect_by.

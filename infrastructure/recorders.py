@@ -73,6 +73,26 @@ class SQLiteRegistryRecorder(SQLiteApplicationRecorder):
         super().__init__(datastore, *args, **kwargs)
         _refuse_unchainable(datastore)
 
+    def select_positioned_streams(self, originator_ids: Sequence[UUID]
+                                  ) -> list[tuple[int, StoredEvent]]:
+        """Every event of the given aggregates with its log position, in log order."""
+        marks = ",".join("?" * len(originator_ids))
+        statement = (
+            f"SELECT rowid, * FROM {self.events_table_name} WHERE originator_id IN ({marks}) "
+            "ORDER BY rowid"
+        )
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, [i.hex for i in originator_ids])
+            return [
+                (row["rowid"], StoredEvent(
+                    originator_id=self.convert_originator_id(row["originator_id"]),
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=row["state"],
+                ))
+                for row in cursor.fetchall()
+            ]
+
     def select_streams(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of the given aggregates, by aggregate then version, in one query."""
         marks = ",".join("?" * len(originator_ids))
@@ -137,6 +157,26 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
         except _RollBack as rolled_back:
             raise rolled_back.failure from rolled_back.failure.__cause__
         return positions
+
+    def select_positioned_streams(self, originator_ids: Sequence[UUID]
+                                  ) -> list[tuple[int, StoredEvent]]:
+        """Every event of the given aggregates with its log position, in log order."""
+        statement = SQL(
+            "SELECT * FROM {schema}.{table} WHERE originator_id = ANY(%s) "
+            "ORDER BY notification_id"
+        ).format(schema=Identifier(self.datastore.schema),
+                 table=Identifier(self.events_table_name))
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(statement, [list(originator_ids)], prepare=True)
+            return [
+                (row["notification_id"], StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                ))
+                for row in cursor.fetchall()
+            ]
 
     def select_streams(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of the given aggregates, by aggregate then version, in one query."""

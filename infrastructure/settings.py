@@ -29,6 +29,23 @@ class Settings(BaseSettings):
         default=1, ge=1, le=64, description="server processes of `gnlc serve` (each with its own "
         "event loop; the per-token rate is shared out among them)"
     )
+    address_rate_limit: float = Field(
+        default=1.0, ge=0, description="failed authentications a second per client address on "
+        "average; beyond them the address's unknown tokens are refused (429) before any lookup; "
+        "0: off"
+    )
+    address_rate_burst: int = Field(
+        default=100, ge=0, description="failed authentications a client address may have at "
+        "once; 0: no limit"
+    )
+    streams_per_token: int = Field(
+        default=4, ge=0, description="live event streams (SSE) a token may hold open at once, "
+        "per server process; 0: no limit"
+    )
+    past_replays: int = Field(
+        default=2, ge=1, description="replays of the log to a past point (`as_of`, `known_at`) "
+        "running at once, per process; beyond them a request gets 503 with Retry-After"
+    )
     stream_heartbeat_seconds: float = Field(
         default=15.0, gt=0, description="seconds without events after which the SSE stream "
         "sends a heartbeat comment"

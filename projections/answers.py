@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from domain.errors import InvalidInput
 from domain.reporting import REVIEW_AFTER_DAYS, deadlines, next_report_due
 from projections.base import Row
 
@@ -105,3 +110,70 @@ def applications(rows: Iterable[Row], year: int | None = None, status: str | Non
     ]
     return sorted(answer, key=lambda r: (r["intake_year"], r["country"], r["city"],
                                          r["application_id"]))
+
+
+# --- pages of an answer ----------------------------------------------------------------------
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+# Each list's order: a key that is unique per row, so that a cursor names one place in it.
+ORDER = {
+    "members": ("country", "name", "city_id"),
+    "quotas": ("year", "country"),
+    "deadlines": ("due", "country", "name", "city_id", "period", "cycle"),
+    "applications": ("intake_year", "country", "city", "application_id"),
+}
+
+# Whole-number sort fields; the rest compare as text (dates as ISO dates, ids as UUID text).
+NUMBERS = frozenset({"year", "intake_year", "period", "cycle"})
+
+Key = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Page:
+    """Part of an answer: up to `limit` rows after the cursor, the answer's size, and the cursor
+    of the next page (None on the last)."""
+
+    items: list[Row]
+    total: int
+    next_cursor: str | None
+
+
+def page(rows: Sequence[Row], order: str, limit: int = DEFAULT_LIMIT,
+         cursor: str | None = None) -> Page:
+    """The rows after `cursor` in the list's order. The cursor is the last row's sort key, not
+    an offset: rows added or removed before it do not shift the next page."""
+    fields = ORDER[order]
+    keyed = sorted(((_key(row, fields), row) for row in rows), key=lambda pair: pair[0])
+    after = _decoded(cursor, fields) if cursor else None
+    following = [pair for pair in keyed if after is None or pair[0] > after]
+    chosen = following[:limit]
+    more = len(following) > limit
+    return Page([row for _, row in chosen], len(rows),
+                _encoded(chosen[-1][0]) if more and chosen else None)
+
+
+def _key(row: Row, fields: tuple[str, ...]) -> Key:
+    return tuple(int(row[f]) if f in NUMBERS else _text(row[f]) for f in fields)
+
+
+def _text(value: Any) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+def _encoded(key: Key) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode()
+
+
+def _decoded(cursor: str, fields: tuple[str, ...]) -> Key:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error):
+        key = None
+    if not (isinstance(key, list) and len(key) == len(fields)
+            and all(type(v) is (int if f in NUMBERS else str) for v, f in zip(key, fields,
+                                                                               strict=True))):
+        raise InvalidInput("cursor must be a next_cursor this list gave", field="cursor")
+    return tuple(key)

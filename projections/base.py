@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from typing import Any, ClassVar, TypeVar
@@ -42,6 +43,8 @@ class Projection:
         self.tables: dict[str, dict[Key, Row]] = {t: {} for t in self.keys}
         self.dirty: dict[str, set[Key]] = {t: set() for t in self.keys}
         self._same: dict[tuple[type, Any], Any] = {}
+        # The tables of the projection this one was forked from (rows shared until touched).
+        self._forked_from: dict[str, dict[Key, Row]] | None = None
 
     @classmethod
     def handles(cls) -> tuple[type, ...]:
@@ -51,6 +54,15 @@ class Projection:
         handler = self.handlers.get(type(event))
         if handler is not None:
             handler(self, event)
+
+    def fork(self) -> Projection:
+        """A copy to fold further events into, leaving this one as it is: rows are shared
+        until the copy touches them (a row is copied then), so a fork costs a dict per table."""
+        forked = copy.copy(self)
+        forked.tables = {t: dict(rows) for t, rows in self.tables.items()}
+        forked.dirty = {t: set() for t in self.keys}
+        forked._forked_from = self.tables
+        return forked
 
     def load(self, table: str, rows: Iterable[Row]) -> None:
         """Take rows as stored (the state a previous run left)."""
@@ -89,7 +101,10 @@ class Projection:
     def touch(self, table: str, *key: Any) -> Row:
         """The row to change in place, marked for writing."""
         self.dirty[table].add(key)
-        return self.tables[table][key]
+        row = self.tables[table][key]
+        if self._forked_from is not None and self._forked_from[table].get(key) is row:
+            row = self.tables[table][key] = copy.deepcopy(row)  # shared with the original
+        return row
 
     def delete(self, table: str, *key: Any) -> None:
         self.tables[table].pop(key, None)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -35,6 +36,7 @@ SERVE_STARTUP_TIMEOUT = 60.0  # a subprocess imports everything first
 class LiveServer:
     url: str
     registry: Registry
+    app: Any = None  # the ASGI application served (BodyLimit around the FastAPI application)
 
     def token(self, name: str, role: Role, country: str | None = None,
               city: object = None, scopes: frozenset[str] = frozenset()) -> str:
@@ -68,7 +70,7 @@ def live_server(settings: Settings, clock: Clock | None = None,
     if not server.started:
         raise RuntimeError("the test server did not start")
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", registry)
+        yield LiveServer(f"http://127.0.0.1:{port}", registry, app)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -265,13 +265,14 @@ def test_a_commission_acts_and_reads_only_for_its_own_country(
         ):
             _refused_without_writing(api, store, request)
         head = {"min_position": settled(store, api)["head"]}
-        assert {m["country"] for m in ok(de.get("/members", params=head))} == {"DE"}
-        assert [m["name"] for m in ok(de.get("/members", params=head))] == ["Hamburg"]
-        assert [q["country"] for q in ok(de.get("/quotas", params=head))] == ["DE"]
-        assert {a["city"] for a in ok(de.get("/applications", params=head))} == {
+        assert {m["country"] for m in ok(de.get("/members", params=head))["items"]} == {"DE"}
+        assert [m["name"] for m in ok(de.get("/members", params=head))["items"]] == ["Hamburg"]
+        assert [q["country"] for q in ok(de.get("/quotas", params=head))["items"]] == ["DE"]
+        assert {a["city"] for a in ok(de.get("/applications", params=head))["items"]} == {
             "Hamburg", "Bremen"}
-        assert {d["name"] for d in ok(de.get("/deadlines", params=head))} == {"Hamburg"}
-        assert ok(de.get("/members", params={**head, "country": "DE"}))[0]["name"] == "Hamburg"
+        assert {d["name"] for d in ok(de.get("/deadlines", params=head))["items"]} == {"Hamburg"}
+        own = ok(de.get("/members", params={**head, "country": "DE"}))["items"]
+        assert own[0]["name"] == "Hamburg"
         endorsed = ok(de.post(f"/applications/{bremen}/endorsement", json={}))
         assert endorsed["status"] == "endorsed"
 
@@ -296,10 +297,11 @@ def test_a_city_acts_and_reads_only_for_itself(
         ):
             _refused_without_writing(api, store, request)
         head = {"min_position": settled(store, api)["head"]}
-        assert [m["name"] for m in ok(hamburg.get("/members", params=head))] == ["Hamburg"]
-        assert [a["city"] for a in ok(hamburg.get("/applications", params=head))] == [
+        assert [m["name"] for m in ok(hamburg.get("/members", params=head))["items"]] == ["Hamburg"]
+        assert [a["city"] for a in ok(hamburg.get("/applications", params=head))["items"]] == [
             "Hamburg"]
-        assert {d["name"] for d in ok(hamburg.get("/deadlines", params=head))} == {"Hamburg"}
+        assert {d["name"] for d in ok(hamburg.get("/deadlines", params=head))["items"]} == {
+            "Hamburg"}
         assert ok(hamburg.get(f"/cities/{HAMBURG}"))["name"] == "Hamburg"
         assert ok(hamburg.get(f"/cities/{HAMBURG}/history"))
         report = ok(hamburg.post(f"/cities/{HAMBURG}/reports", json=progress_report()), 201)
@@ -319,4 +321,4 @@ def test_only_the_secretariat_and_auditors_read_the_past(
         ok(reader.get(path))
     for allowed in (Role.SECRETARIAT, Role.AUDITOR):
         with api.client(api.token(f"reader-{allowed}", allowed)) as reader:
-            assert ok(reader.get(path, params=past)) == []
+            assert ok(reader.get(path, params=past))["items"] == []

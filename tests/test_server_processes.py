@@ -75,7 +75,7 @@ def test_several_server_processes_share_the_store_and_project_each_event_once(
                     done = ok(client.post(f"/applications/{application}/{step}", json={}))
             with _fresh(base, staff) as client:
                 members = ok(client.get("/members", params={
-                    "country": country, "min_position": done["position"]}))
+                    "country": country, "min_position": done["position"]}))["items"]
             assert [m["name"] for m in members] == [f"Town {number}"]
 
         # The projections' batches count each event once.

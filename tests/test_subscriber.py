@@ -56,7 +56,7 @@ def server_members(api: LiveServer, staff: httpx.Client) -> dict[str, Any]:
     response = staff.get("/members", params={"status": "all", "min_position": position})
     assert response.status_code == 200, response.text
     return {row["city_id"]: {"name": row["name"], "country": row["country"],
-                             "status": row["status"]} for row in response.json()}
+                             "status": row["status"]} for row in response.json()["items"]}
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 from uuid import UUID, uuid4
@@ -28,24 +28,24 @@ from domain.intakes import IntakeCalendar
 from domain.quotas import QuotaLedger
 from infrastructure.http import problems
 from infrastructure.http.idempotency import IdempotencyKeys, Outcome, Recorded, fingerprint
-from infrastructure.http.limits import RateLimiter
+from infrastructure.http.limits import FailedAuthentications, RateLimiter
 from infrastructure.http.schemas import (
     AdmissionRequest,
     Admitted,
-    ApplicationRow,
+    ApplicationPage,
     ApplicationView,
     CityView,
-    DeadlineRow,
+    DeadlinePage,
     Empty,
     EventView,
     ExtensionRequest,
     Health,
     IntakeRequest,
     IntakeWritten,
-    MemberRow,
+    MemberPage,
     MembershipEnded,
     MembershipEndRequest,
-    QuotaRow,
+    QuotaPage,
     Readiness,
     ReasonRequest,
     RejectionRequest,
@@ -73,6 +73,9 @@ class Services:
     timezone: str
     # Runs for the server's lifetime (the in-process projection runner), or does nothing.
     background: Callable[[], AbstractContextManager[object]] = nullcontext
+    # Failed authentications per client address (off unless configured).
+    failures: FailedAuthentications = field(
+        default_factory=lambda: FailedAuthentications(0.0, 0))
 
 
 bearer = HTTPBearer(auto_error=False, description="a token from `gnlc tokens create`")
@@ -113,7 +116,16 @@ async def authenticated(
     services: Services = request.app.state.services
     if credentials is None:
         raise NotAuthenticated("an Authorization: Bearer token is required")
-    actor = services.registry.authenticate(credentials.credentials)
+    address = request.client.host if request.client else "unknown"
+    if wait := services.failures.refusal(address, credentials.credentials):
+        raise problems.TooManyRequests(
+            wait, "too many failed authentications from this address")
+    try:
+        actor = services.registry.authenticate(credentials.credentials)
+    except NotAuthenticated:
+        services.failures.failed(address)
+        raise
+    services.failures.succeeded(credentials.credentials)
     wait = services.limiter.admit(actor.name)
     if wait:
         raise problems.TooManyRequests(wait)
@@ -325,6 +337,9 @@ Today = Annotated[Day | None, Query(description="the day deadlines are measured 
 MinPosition = Annotated[int | None, Query(
     ge=0, description="wait (at most 5 s) until the read models include this log position")]
 Year = Annotated[int | None, Query(ge=1900, le=9998)]
+Limit = Annotated[int, Query(ge=1, le=answers.MAX_LIMIT, description="rows per page")]
+Cursor = Annotated[str | None, Query(
+    max_length=500, description="the `next_cursor` of the previous page (opaque)")]
 
 
 def _scope(actor: Actor, country: str | None, as_of: date | None = None,
@@ -349,6 +364,11 @@ async def _rows(s: Services, actor: Actor, scope: ReadScope, table: str, as_of: 
     return scope.narrow(s.read_side.stored_rows(table, country=scope.country))
 
 
+def _page(rows: list[Row], order: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    found = answers.page(rows, order, limit, cursor)
+    return {"items": found.items, "total": found.total, "next_cursor": found.next_cursor}
+
+
 def _today(s: Services, asked: date | None) -> date:
     return asked or local_date(s.clock.now(), s.timezone)
 
@@ -356,39 +376,46 @@ def _today(s: Services, asked: date | None) -> date:
 def _queries(api: FastAPI, s: Services) -> None:
     reg = s.registry
 
-    @api.get("/members", response_model=list[MemberRow], tags=["queries"])
+    @api.get("/members", response_model=MemberPage, tags=["queries"])
     async def members(actor: Caller, country: Country = None,
                 status: Annotated[str, Query(pattern="^(active|ended|all)$")] = "active",
                 as_of: AsOf = None, known_at: KnownAt = None, today: Today = None,
-                min_position: MinPosition = None) -> list[Row]:
+                min_position: MinPosition = None, limit: Limit = answers.DEFAULT_LIMIT,
+                cursor: Cursor = None) -> dict[str, Any]:
         scope = _scope(actor, country, as_of, known_at)
         rows = await _rows(s, actor, scope, "members", as_of, known_at, min_position)
         on = today or as_of or _today(s, None)
-        return answers.members(rows, on, scope.country, status)
+        return _page(answers.members(rows, on, scope.country, status), "members", limit, cursor)
 
-    @api.get("/quotas", response_model=list[QuotaRow], tags=["queries"])
+    @api.get("/quotas", response_model=QuotaPage, tags=["queries"])
     async def quotas(actor: Caller, year: Year = None, country: Country = None, as_of: AsOf = None,
-               known_at: KnownAt = None, min_position: MinPosition = None) -> list[Row]:
+               known_at: KnownAt = None, min_position: MinPosition = None,
+               limit: Limit = answers.DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
         scope = _scope(actor, country, as_of, known_at)
         rows = await _rows(s, actor, scope, "quotas", as_of, known_at, min_position)
-        return answers.quotas(rows, year, scope.country)
+        return _page(answers.quotas(rows, year, scope.country), "quotas", limit, cursor)
 
-    @api.get("/deadlines", response_model=list[DeadlineRow], tags=["queries"])
+    @api.get("/deadlines", response_model=DeadlinePage, tags=["queries"])
     async def deadlines(actor: Caller, today: Today = None, overdue: bool = False,
                   due_before: Annotated[Day | None, Query()] = None, country: Country = None,
-                  min_position: MinPosition = None) -> list[Row]:
+                  min_position: MinPosition = None, limit: Limit = answers.DEFAULT_LIMIT,
+                  cursor: Cursor = None) -> dict[str, Any]:
         scope = _scope(actor, country)
         rows = await _rows(s, actor, scope, "deadlines", None, None, min_position)
-        return answers.deadline_list(rows, _today(s, today), overdue, due_before, scope.country)
+        return _page(answers.deadline_list(rows, _today(s, today), overdue, due_before,
+                                           scope.country), "deadlines", limit, cursor)
 
-    @api.get("/applications", response_model=list[ApplicationRow], tags=["queries"])
+    @api.get("/applications", response_model=ApplicationPage, tags=["queries"])
     async def applications(actor: Caller, year: Year = None,
                      status: Annotated[str | None, Query(
                          pattern="^(" + "|".join(Status) + ")$")] = None,
-                     country: Country = None, min_position: MinPosition = None) -> list[Row]:
+                     country: Country = None, min_position: MinPosition = None,
+                     limit: Limit = answers.DEFAULT_LIMIT,
+                     cursor: Cursor = None) -> dict[str, Any]:
         scope = _scope(actor, country)
         rows = await _rows(s, actor, scope, "applications", None, None, min_position)
-        return answers.applications(rows, year, status, scope.country)
+        return _page(answers.applications(rows, year, status, scope.country),
+                     "applications", limit, cursor)
 
     @api.get("/applications/{application_id}", response_model=ApplicationView,
              tags=["applications"])

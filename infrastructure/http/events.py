@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -13,6 +13,7 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from domain.access import PERSONAL_DATA, Action, authorise
 from domain.acts import Actor
@@ -21,6 +22,8 @@ from domain.forms import CountryCode
 from infrastructure.feed import Feed, FeedEvent, Filter
 from infrastructure.head_watch import HeadWatcher
 from infrastructure.http.api import Caller
+from infrastructure.http.limits import StreamSlots
+from infrastructure.http.problems import TooManyRequests
 from projections.public import BY_NAME, schemas
 
 HEARTBEAT_SECONDS = 15.0
@@ -33,6 +36,23 @@ class EventServices:
     feed: Feed
     watcher: HeadWatcher
     heartbeat_seconds: float = HEARTBEAT_SECONDS
+    # Open streams per token (no limit unless configured).
+    slots: StreamSlots = field(default_factory=lambda: StreamSlots(0))
+
+
+class HeldStream(StreamingResponse):
+    """A stream that frees its slot when it ends, however it ends (the client gone, the server
+    stopping, or the generator never started)."""
+
+    def __init__(self, free: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.free = free
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.free()
 
 
 class FeedItem(BaseModel):
@@ -99,13 +119,20 @@ def add_event_routes(api: FastAPI, services: EventServices) -> None:
                      types: Types = None, country: Country = None, city: City = None,
                      last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
                      ) -> StreamingResponse:
-        """Live events; resumes after `Last-Event-ID` (or `after`), else starts at the head."""
+        """Live events; resumes after `Last-Event-ID` (or `after`), else starts at the head.
+        A token holds a few streams at once (`GNLC_STREAMS_PER_TOKEN`); beyond them, 429."""
         personal = _reader(actor)
         where = _filter(types, country, city)
         start = _start(last_event_id, after)
         if start is None:
             start = await run_in_threadpool(feed.head)
-        return StreamingResponse(
+        if not services.slots.take(actor.name):
+            # A slot frees when a client goes; the server notices by the next heartbeat.
+            raise TooManyRequests(services.heartbeat_seconds,
+                                  f"{actor.name} holds {services.slots.limit} open streams "
+                                  "already; close one first")
+        return HeldStream(
+            lambda: services.slots.free(actor.name),
             _events(request, feed, watcher, start, where, personal, services.heartbeat_seconds),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

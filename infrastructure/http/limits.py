@@ -1,11 +1,14 @@
-"""Request limits: body size (413) and a per-token request rate (429 with Retry-After)."""
+"""Request limits: body size (413), a per-token request rate, failed authentications per client
+address and live streams per token (429 with Retry-After)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -48,6 +51,108 @@ class RateLimiter:
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
+
+
+    def waiting(self, key: str) -> float:
+        """The seconds before `key` may go ahead again (0 if it may now), consuming nothing."""
+        if not self.enabled:
+            return 0.0
+        with self._lock:
+            now = self.clock()
+            tokens, then = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+            return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+
+    def forget_full(self) -> None:
+        """Drop the buckets that have filled up again (as good as new): keeps memory bounded
+        when keys come and go (client addresses)."""
+        with self._lock:
+            now = self.clock()
+            self._buckets = {
+                key: (tokens, then) for key, (tokens, then) in self._buckets.items()
+                if tokens + (now - then) * self.rate < self.burst}
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+# Addresses with recent failed authentications kept before the full buckets are dropped.
+ADDRESSES_KEPT = 100_000
+
+
+class FailedAuthentications:
+    """Failed authentications per client address, limited before the token is looked up.
+
+    Checking a token costs a database query on the event loop: an address that keeps sending
+    unknown tokens is refused once over its rate, without that query. Bearers that did
+    authenticate (remembered by digest) still go through, so a caller sharing the address (a
+    proxy, loopback) is not locked out by another's failures."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 remembered: int = 10_000) -> None:
+        self.limiter = RateLimiter(rate, burst, clock)
+        self.remembered = remembered
+        self._known: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def refusal(self, address: str, bearer: str) -> float:
+        """0 if the bearer may be looked up, else the seconds the address must wait."""
+        wait = self.limiter.waiting(address)
+        if wait and not self._is_known(bearer):
+            return wait
+        return 0.0
+
+    def failed(self, address: str) -> None:
+        self.limiter.admit(address)
+        if len(self.limiter) > ADDRESSES_KEPT:
+            self.limiter.forget_full()
+
+    def succeeded(self, bearer: str) -> None:
+        digest = _digest(bearer)
+        with self._lock:
+            self._known[digest] = None
+            self._known.move_to_end(digest)
+            while len(self._known) > self.remembered:
+                self._known.popitem(last=False)
+
+    def _is_known(self, bearer: str) -> bool:
+        with self._lock:
+            return _digest(bearer) in self._known
+
+
+def _digest(bearer: str) -> bytes:
+    return hashlib.sha256(bearer.encode("utf-8", "surrogatepass")).digest()
+
+
+class StreamSlots:
+    """Live streams held open per key (a token), at most `limit` at once; 0: no limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> bool:
+        """Take a slot for `key`; False if it holds `limit` already."""
+        with self._lock:
+            held = self._open.get(key, 0)
+            if self.limit and held >= self.limit:
+                return False
+            self._open[key] = held + 1
+            return True
+
+    def free(self, key: str) -> None:
+        with self._lock:
+            held = self._open.get(key, 0) - 1
+            if held > 0:
+                self._open[key] = held
+            else:
+                self._open.pop(key, None)
+
+    def held(self, key: str) -> int:
+        with self._lock:
+            return self._open.get(key, 0)
 
 
 def retry_after(seconds: float) -> str:

@@ -27,7 +27,7 @@ from domain.errors import (
 from infrastructure.http.idempotency import KeyReusedWithOtherRequest, StillRunning
 from infrastructure.http.limits import retry_after
 from infrastructure.http.schemas import Problem
-from infrastructure.read_side import Behind
+from infrastructure.read_side import Behind, Busy
 
 TYPE_BASE = "https://gnlc.uil.unesco.org/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -52,7 +52,8 @@ COMMON: dict[int | str, dict[str, Any]] = {
         (409, "refused by a business rule, or a conflict"),
         (413, "request body over 256 KiB"),
         (422, "invalid input; `field` names the offending field"),
-        (429, "over the token's request rate; see Retry-After"),
+        (429, "over the token's request rate, its open streams or the address's failed "
+              "authentications; see Retry-After"),
         (500, "unexpected failure (no details are given out)"),
         (503, "the database is unavailable, or the read models are behind"),
     )
@@ -60,9 +61,9 @@ COMMON: dict[int | str, dict[str, Any]] = {
 
 
 class TooManyRequests(Exception):
-    def __init__(self, wait: float) -> None:
+    def __init__(self, wait: float, detail: str = "too many requests for this token") -> None:
         super().__init__(f"retry after {wait:.3f} s")
-        self.wait = wait
+        self.wait, self.detail = wait, detail
 
 
 def body(status: int, code: str, detail: str, field: str | None = None) -> dict[str, Any]:
@@ -132,7 +133,7 @@ def install(api: FastAPI) -> None:
 
     @api.exception_handler(TooManyRequests)
     async def too_many(_: Request, error: TooManyRequests) -> JSONResponse:
-        return response(429, body(429, "rate_limited", "too many requests for this token"),
+        return response(429, body(429, "rate_limited", error.detail),
                         {"Retry-After": retry_after(error.wait)})
 
     @api.exception_handler(KeyReusedWithOtherRequest)
@@ -149,6 +150,10 @@ def install(api: FastAPI) -> None:
 
     @api.exception_handler(Behind)
     async def behind(_: Request, error: Behind) -> JSONResponse:
+        return response(503, body(503, "unavailable", str(error)), {"Retry-After": "1"})
+
+    @api.exception_handler(Busy)
+    async def busy(_: Request, error: Busy) -> JSONResponse:
         return response(503, body(503, "unavailable", str(error)), {"Retry-After": "1"})
 
     @api.exception_handler(OperationalError)

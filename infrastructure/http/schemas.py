@@ -155,6 +155,28 @@ class ApplicationRow(BaseModel):
     retracted_on: date | None
 
 
+class Paged(BaseModel):
+    total: int = Field(description="rows in the whole answer, every page together")
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null on the last page")
+
+
+class MemberPage(Paged):
+    items: list[MemberRow]
+
+
+class QuotaPage(Paged):
+    items: list[QuotaRow]
+
+
+class DeadlinePage(Paged):
+    items: list[DeadlineRow]
+
+
+class ApplicationPage(Paged):
+    items: list[ApplicationRow]
+
+
 class ApplicationView(BaseModel):
     application_id: UUID
     city_id: UUID
