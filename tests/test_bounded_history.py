@@ -10,6 +10,7 @@ import pytest
 
 from application.registry import RecordedEvent, Registry
 from tests.conftest import (
+    AUDITOR,
     CITY,
     SECRETARIAT,
     SettableClock,
@@ -33,7 +34,7 @@ def test_the_store_reads_streams_with_their_log_positions(
     assert isinstance(registry.recorder, PositionedStreamReader)
     read = registry.recorder.select_positioned_streams([hamburg.city_id, bremen.application_id])
     expected = [(r.position, r.event.originator_id, r.event.originator_version)
-                for r in registry.read_log()
+                for r in registry.read_log(AUDITOR)
                 if r.event.originator_id in (hamburg.city_id, bremen.application_id)]
     assert [(p, s.originator_id, s.originator_version) for p, s in read] == expected
 
@@ -47,16 +48,16 @@ def test_a_city_history_is_read_without_decoding_the_whole_log(
     clock.set("2019-04-02 12:00")
     registry.retract(SECRETARIAT, hamburg.application_id, "wrong city")
     again = registry.submit_application(CITY, application_form("Hamburg"))
-    expected = [(r.position, r.event) for r in registry.read_log()
+    expected = [(r.position, r.event) for r in registry.read_log(AUDITOR)
                 if r.event.originator_id in (hamburg.city_id, hamburg.application_id,
                                              again.application_id)]
 
-    monkeypatch.setattr(registry, "read_log", _refuse_a_scan)
-    history = registry.history(hamburg.city_id)
+    monkeypatch.setattr(registry, "_read_log", _refuse_a_scan)
+    history = registry.history(SECRETARIAT, hamburg.city_id)
 
     assert [(r.position, r.event) for r in history] == expected
     assert {r.event.originator_id for r in history} == {
         hamburg.city_id, hamburg.application_id, again.application_id}
-    city, applications = registry.city_at(hamburg.city_id, as_of=date(2019, 3, 31))
+    city, applications = registry.city_at(SECRETARIAT, hamburg.city_id, as_of=date(2019, 3, 31))
     assert city is not None and city.active_membership is not None
     assert {a.id for a in applications} == {hamburg.application_id}

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from application.registry import RecordedEvent, Registry
+from domain.acts import Actor
 from domain.cities import city_id
 from infrastructure.bootstrap import build_read_side
 from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
 from projections import answers
-from tests.conftest import SECRETARIAT, SettableClock, admitted_city
+from tests.conftest import AUDITOR, SECRETARIAT, SettableClock, admitted_city
 
 TODAY = date(2019, 12, 31)
 WAIT_SECONDS = 30.0
@@ -30,9 +31,10 @@ class LogReads:
         self.starts: list[int] = []
         self.read_log = registry.read_log
 
-    def __call__(self, start: int = 1, page: int = 1000) -> Iterator[RecordedEvent]:
+    def __call__(self, actor: Actor, start: int = 1, page: int = 1000
+                 ) -> Iterator[RecordedEvent]:
         self.starts.append(start)
-        return self.read_log(start, page)
+        return self.read_log(actor, start, page)
 
 
 @pytest.fixture
@@ -45,7 +47,8 @@ def network(registry: Registry, clock: SettableClock) -> Registry:
 
 
 def _members(read_side: ReadSide, **past: Any) -> list[str]:
-    return [m["name"] for m in answers.members(read_side.rows("members", **past), TODAY)]
+    rows = read_side.rows("members", **past, reader=AUDITOR)
+    return [m["name"] for m in answers.members(rows, TODAY)]
 
 
 def test_the_same_past_query_again_does_not_read_the_log_again(
@@ -69,7 +72,7 @@ def test_a_past_query_after_new_events_reads_only_the_new_part_of_the_log(
     reads = LogReads(network)
     monkeypatch.setattr(network, "read_log", reads)
     assert _members(read_side, as_of=date(2019, 3, 31)) == ["Hamburg", "Lyon"]
-    answered = read_side.rows("members", as_of=date(2019, 3, 31))
+    answered = read_side.rows("members", as_of=date(2019, 3, 31), reader=AUDITOR)
     as_answered = copy.deepcopy(answered)
     head = network.recorder.max_notification_id()
     clock.set("2019-03-25 12:00")
@@ -82,8 +85,8 @@ def test_a_past_query_after_new_events_reads_only_the_new_part_of_the_log(
     assert reads.starts == [1, head + 1]
     assert answered == as_answered  # rows handed out before are never changed afterwards
     fresh = build_read_side(settings, network)
-    assert fresh.rows("members", as_of=date(2019, 3, 31)) == read_side.rows(
-        "members", as_of=date(2019, 3, 31))
+    assert fresh.rows("members", as_of=date(2019, 3, 31), reader=AUDITOR) == read_side.rows(
+        "members", as_of=date(2019, 3, 31), reader=AUDITOR)
 
 
 class HeldReplay(ReadSide):
@@ -93,10 +96,11 @@ class HeldReplay(ReadSide):
         super().__init__(*args, **kwargs)
         self.started, self.go_on = threading.Event(), threading.Event()
 
-    def _events(self, as_of: date | None, after: int, upto: int) -> Iterable[object]:
+    def _events(self, reader: Actor, as_of: date | None, after: int,
+                upto: int) -> Iterable[object]:
         self.started.set()
         assert self.go_on.wait(WAIT_SECONDS)
-        yield from super()._events(as_of, after, upto)
+        yield from super()._events(reader, as_of, after, upto)
 
 
 def test_replays_beyond_the_limit_are_refused_as_busy_while_kept_answers_still_come(
@@ -119,7 +123,7 @@ def test_replays_beyond_the_limit_are_refused_as_busy_while_kept_answers_still_c
     try:
         assert read_side.started.wait(WAIT_SECONDS)
         with pytest.raises(Busy):
-            read_side.rows("members", as_of=date(2019, 3, 20))
+            read_side.rows("members", as_of=date(2019, 3, 20), reader=AUDITOR)
         assert _members(read_side, as_of=kept) == ["Hamburg"]  # kept: no replay needed
     finally:
         read_side.go_on.set()

@@ -75,7 +75,8 @@ def test_every_edge_gives_a_city_the_same_status_as_the_domain(
     def each(status_of: Any) -> dict[str, str]:
         return {history: status_of(str(cid)) for history, cid in cities.items()}
 
-    def listed(rows: list[dict[str, Any]]) -> dict[str, str]:
+    def listed(answer: Any) -> dict[str, str]:
+        rows = answer["items"] if isinstance(answer, dict) else answer  # HTTP pages, CLI lists
         by_id = {row["city_id"]: row["status"] for row in rows}
         return {history: by_id[str(cid)] for history, cid in cities.items()
                 if str(cid) in by_id}
