@@ -36,8 +36,8 @@ from application.clock import FixedClock
 from application.registry import Registry
 from domain.acts import Actor, Role
 from infrastructure.bootstrap import build_registry, initialise
+from infrastructure.eventstore.location import EventStoreLocation
 from infrastructure.settings import Settings
-from infrastructure.store import EventStoreLocation
 
 # Pre-2018 regulations: the 2016 intake is open all year and has no quota, so every admit passes.
 YEAR = 2016

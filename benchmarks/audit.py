@@ -48,14 +48,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.synthetic
 
 from application.registry import Registry  # noqa: E402
-from infrastructure.audit import StoredLog, verify  # noqa: E402
+from infrastructure.audit.log import StoredLog, verify  # noqa: E402
 from infrastructure.bootstrap import build_registry, initialise  # noqa: E402
-from infrastructure.recorders import (  # noqa: E402
+from infrastructure.eventstore.location import EventStoreLocation  # noqa: E402
+from infrastructure.eventstore.recorders import (  # noqa: E402
     PostgresRegistryRecorder,
     SQLiteRegistryRecorder,
 )
 from infrastructure.settings import Settings  # noqa: E402
-from infrastructure.store import EventStoreLocation  # noqa: E402
 from tests.synthetic import generate  # noqa: E402
 
 # --- the registry without the chain ---------------------------------------------------------------

@@ -36,7 +36,7 @@ from eventsourcing.utils import get_topic
 
 from application.registry import Registry
 from infrastructure.bootstrap import build_read_models, build_registry
-from infrastructure.readmodels import NEXT, Conflict, ReadModelStore
+from infrastructure.readmodels.tables import NEXT, Conflict, ReadModelStore
 from infrastructure.settings import Settings
 from projections.base import Projection
 from projections.catalogue import PROJECTIONS

@@ -61,9 +61,9 @@ sys.path.insert(0, str(ROOT))  # tests.synthetic
 from application.clock import FixedClock  # noqa: E402
 from domain.acts import Actor, Role  # noqa: E402
 from infrastructure.bootstrap import build_read_models, build_registry  # noqa: E402
-from infrastructure.feed import Feed  # noqa: E402
+from infrastructure.feed.nats_relay import POSITION_HEADER, NatsTarget, RelayPositions  # noqa: E402
+from infrastructure.feed.public_events import Feed  # noqa: E402
 from infrastructure.http.events import FeedPage  # noqa: E402
-from infrastructure.relay import POSITION_HEADER, NatsTarget, RelayPositions  # noqa: E402
 from infrastructure.settings import Settings  # noqa: E402
 from tests.synthetic import generate  # noqa: E402
 

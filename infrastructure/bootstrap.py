@@ -14,20 +14,20 @@ from sqlalchemy.engine import URL
 
 from application.clock import Clock, SystemClock
 from application.registry import Registry
-from infrastructure.audit import StoredLog
-from infrastructure.feed import Feed
-from infrastructure.head_watch import HeadWatcher
+from infrastructure.audit.log import StoredLog
+from infrastructure.eventstore.head_watch import HeadWatcher
+from infrastructure.eventstore.location import EventStoreLocation
+from infrastructure.feed.nats_relay import NatsRelay, NatsTarget, RelayPositions
+from infrastructure.feed.public_events import Feed
 from infrastructure.http.api import Services, create_api
 from infrastructure.http.audit import add_audit_routes
 from infrastructure.http.events import EventServices, add_event_routes
 from infrastructure.http.idempotency import IdempotencyKeys
 from infrastructure.http.limits import BodyLimit, FailedAuthentications, RateLimiter, StreamSlots
-from infrastructure.projection_runner import ProjectionFailed, ProjectionLock, ProjectionRunner
-from infrastructure.read_side import ReadSide
-from infrastructure.readmodels import ReadModelStore, read_model_engine
-from infrastructure.relay import NatsRelay, NatsTarget, RelayPositions
+from infrastructure.readmodels.read_side import ReadSide
+from infrastructure.readmodels.runner import ProjectionFailed, ProjectionLock, ProjectionRunner
+from infrastructure.readmodels.tables import ReadModelStore, read_model_engine
 from infrastructure.settings import Settings
-from infrastructure.store import EventStoreLocation
 from projections.catalogue import PROJECTIONS
 
 

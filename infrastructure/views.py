@@ -13,7 +13,7 @@ from application.registry import RecordedEvent, Registry
 from domain.applications import CityApplication
 from domain.cities import City
 from domain.intakes import Intake
-from infrastructure.recorded_times import RecordedTimes
+from infrastructure.eventstore.recorded_times import RecordedTimes
 from projections.public import ENVELOPE, masked_form
 
 

@@ -15,7 +15,7 @@ import httpx
 from domain.acts import Role
 from domain.cities import city_id
 from infrastructure.bootstrap import build_read_models
-from infrastructure.readmodels import ReadModelStore
+from infrastructure.readmodels.tables import ReadModelStore
 from infrastructure.settings import Settings
 from tests.conftest import application_form
 from tests.live_server import LiveServer

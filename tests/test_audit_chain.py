@@ -29,12 +29,12 @@ from typer.testing import CliRunner
 
 from application.clock import FixedClock
 from application.registry import Registry
-from infrastructure.audit import Head, StoredLog, Verdict, verify
+from infrastructure.audit.log import Head, StoredLog, Verdict, verify
 from infrastructure.bootstrap import build_registry
-from infrastructure.chain import event_bytes, link
 from infrastructure.cli import app
+from infrastructure.eventstore.chain import event_bytes, link
+from infrastructure.eventstore.location import EventStoreLocation
 from infrastructure.settings import Settings
-from infrastructure.store import EventStoreLocation
 from tests.conftest import (
     CITY,
     COMMISSION,

@@ -15,7 +15,7 @@ from application.registry import RecordedEvent, Registry
 from domain.acts import Actor
 from domain.cities import city_id
 from infrastructure.bootstrap import build_read_side
-from infrastructure.read_side import ReadSide
+from infrastructure.readmodels.read_side import ReadSide
 from infrastructure.settings import Settings
 from projections import answers
 from tests.conftest import AUDITOR, SECRETARIAT, SettableClock, admitted_city
@@ -106,7 +106,7 @@ class HeldReplay(ReadSide):
 def test_replays_beyond_the_limit_are_refused_as_busy_while_kept_answers_still_come(
     settings: Settings, network: Registry,
 ) -> None:
-    from infrastructure.read_side import Busy
+    from infrastructure.readmodels.read_side import Busy
 
     built = build_read_side(settings, network)
     kept = date(2019, 3, 15)

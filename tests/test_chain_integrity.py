@@ -21,21 +21,22 @@ from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment, get_topic
 from typer.testing import CliRunner
 
-import infrastructure.recorders as recorders
+import infrastructure.eventstore.recorders as recorders
 from application.registry import Registry
 from domain.errors import Conflict
-from infrastructure.audit import StoredLog, verify
+from infrastructure.audit.log import StoredLog, verify
 from infrastructure.bootstrap import build_registry, initialise
-from infrastructure.chain import CHAIN_TABLE
-from infrastructure.cli import EXIT_UNAVAILABLE, app
-from infrastructure.recorders import (
+from infrastructure.cli import app
+from infrastructure.cli.session import EXIT_UNAVAILABLE
+from infrastructure.eventstore.chain import CHAIN_TABLE
+from infrastructure.eventstore.location import APPLICATION_NAME, EventStoreLocation
+from infrastructure.eventstore.recorders import (
     ChainWriteFailed,
     PostgresRegistryRecorder,
     SQLiteRegistryRecorder,
     UnsupportedSetting,
 )
 from infrastructure.settings import Settings
-from infrastructure.store import APPLICATION_NAME, EventStoreLocation
 from tests.conftest import CITY, COMMISSION, SECRETARIAT, SettableClock, application_form
 from tests.http_support import refused
 from tests.live_server import LiveServer

@@ -13,8 +13,8 @@ from domain.applications import CityApplication
 from domain.cities import City
 from domain.intakes import IntakeCalendar
 from domain.quotas import QuotaLedger
-from infrastructure.feed import Feed
-from infrastructure.log_reader import EventDecoder, LogReader
+from infrastructure.eventstore.log_reader import EventDecoder, LogReader
+from infrastructure.feed.public_events import Feed
 from projections.public import BY_NAME, CONTRACT, schemas
 from tests.conftest import SECRETARIAT, SettableClock, admitted_city, progress_report
 

@@ -18,7 +18,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-import infrastructure.feed as feed_module
+import infrastructure.feed.public_events as feed_module
 from application.registry import Registry
 from domain.acts import Actor, Role
 from domain.applications import CityApplication
@@ -26,7 +26,7 @@ from domain.cities import City
 from domain.forms import parse
 from domain.history import HistoryRow
 from domain.quotas import QuotaLedger
-from infrastructure.feed import (
+from infrastructure.feed.public_events import (
     FEED_TOPICS,
     Feed,
     FeedEvent,

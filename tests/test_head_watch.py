@@ -12,7 +12,7 @@ import pytest
 
 from application.registry import Registry
 from infrastructure.bootstrap import build_registry, event_store
-from infrastructure.head_watch import HeadWatcher
+from infrastructure.eventstore.head_watch import HeadWatcher
 from infrastructure.settings import Settings
 from tests.conftest import SECRETARIAT
 

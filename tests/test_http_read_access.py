@@ -11,7 +11,7 @@ import pytest
 
 from domain.acts import Role
 from domain.cities import city_id
-from infrastructure.readmodels import ReadModelStore
+from infrastructure.readmodels.tables import ReadModelStore
 from infrastructure.settings import Settings
 from tests.conftest import SECRETARIAT, SettableClock, admitted_city, progress_report
 from tests.http_support import ok, read_models, settled

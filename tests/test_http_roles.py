@@ -21,7 +21,7 @@ from domain.access import token_id, token_text
 from domain.acts import Role
 from domain.cities import city_id
 from domain.errors import NotFound
-from infrastructure.readmodels import ReadModelStore
+from infrastructure.readmodels.tables import ReadModelStore
 from infrastructure.settings import Settings
 from tests.conftest import (
     CITY,

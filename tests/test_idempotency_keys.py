@@ -16,7 +16,7 @@ from sqlalchemy import update
 from domain.cities import city_id
 from domain.errors import Conflict
 from infrastructure.bootstrap import build_idempotency_keys, build_registry
-from infrastructure.command_keys import PendingKey, pending_key
+from infrastructure.eventstore.command_keys import PendingKey, pending_key
 from infrastructure.http import idempotency
 from infrastructure.http.idempotency import Outcome, Recorded, StillRunning
 from infrastructure.settings import Settings

@@ -1,6 +1,6 @@
 """The eventsourcing library's own conformance tests, run against gnlc's recorders.
 
-`infrastructure/recorders.py` extends the library's recorders through private steps
+`infrastructure/eventstore/recorders.py` extends the library's recorders through private steps
 (`_insert_events`, `_fetch_ids_after_insert_events`). The library ships its recorder and
 application test cases (`eventsourcing.tests.persistence`, `eventsourcing.tests.application`);
 here they run against `SQLiteRegistryRecorder` and `PostgresRegistryRecorder`, built from
@@ -54,16 +54,16 @@ from eventsourcing.tests.persistence import (
 )
 from eventsourcing.utils import Environment
 
-from infrastructure.audit import StoredLog, verify
+from infrastructure.audit.log import StoredLog, verify
 from infrastructure.bootstrap import initialise
-from infrastructure.recorders import (
+from infrastructure.eventstore.location import APPLICATION_NAME, EVENTS_TABLE, EventStoreLocation
+from infrastructure.eventstore.recorders import (
     LIBRARY_VERSION,
     PostgresRegistryRecorder,
     SQLiteRegistryRecorder,
     UnsupportedSetting,
 )
 from infrastructure.settings import Settings
-from infrastructure.store import APPLICATION_NAME, EVENTS_TABLE, EventStoreLocation
 
 NOT_AN_AGGREGATE_RECORDER = (
     "gnlc stores only through an application recorder (snapshots are pinned off), whose "
@@ -141,7 +141,8 @@ def stored_events(log: StoredLog) -> int:
 
 
 def test_the_installed_library_is_the_version_whose_private_insert_steps_gnlc_extends() -> None:
-    """An upgrade fails here first: review infrastructure/recorders.py, then move the pin."""
+    """An upgrade fails here first: review infrastructure/eventstore/recorders.py, then move the
+    pin."""
     assert version("eventsourcing") == LIBRARY_VERSION
     pin = f"eventsourcing[postgres]=={LIBRARY_VERSION}"
     assert pin in (Path(__file__).parents[1] / "pyproject.toml").read_text()
@@ -161,7 +162,7 @@ class PostgresStore(GnlcStore):
 class TestSQLiteRegistryRecorder(SQLiteStore, ApplicationRecorderTestCase[Any]):
     def test_insert_subscribe(self) -> None:
         self.skipTest("the library's SQLite recorders have no subscribe() (NotImplementedError); "
-                      "gnlc polls SQLite (infrastructure/head_watch.py)")
+                      "gnlc polls SQLite (infrastructure/eventstore/head_watch.py)")
 
 
 class TestPostgresRegistryRecorder(PostgresStore, ApplicationRecorderTestCase[Any]):

@@ -24,7 +24,7 @@ from domain.access import PERSONAL_DATA
 from domain.acts import Role
 from domain.cities import city_id
 from infrastructure.bootstrap import build_registry, build_relay
-from infrastructure.relay import POSITION_HEADER, NatsTarget
+from infrastructure.feed.nats_relay import POSITION_HEADER, NatsTarget
 from infrastructure.settings import Settings
 from tests.conftest import CITY, COMMISSION, SECRETARIAT, SettableClock, application_form
 from tests.live_server import LiveServer

@@ -37,10 +37,10 @@ from nats.js.errors import NotFoundError
 
 from application.registry import Registry
 from infrastructure.bootstrap import build_read_models, build_registry, event_store, lock_dir
-from infrastructure.feed import Feed
-from infrastructure.projection_runner import ProjectionLock
-from infrastructure.readmodels import ReadModelStore
-from infrastructure.relay import POSITION_HEADER, NatsTarget, RelayPositions
+from infrastructure.feed.nats_relay import POSITION_HEADER, NatsTarget, RelayPositions
+from infrastructure.feed.public_events import Feed
+from infrastructure.readmodels.runner import ProjectionLock
+from infrastructure.readmodels.tables import ReadModelStore
 from infrastructure.settings import Settings
 from tests.synthetic import generate
 

@@ -40,7 +40,7 @@ from domain.quotas import QuotaLedger, ledger_id
 from domain.regulations import regulations_on
 from domain.reporting import REVIEW_AFTER_DAYS, deadlines
 from infrastructure.bootstrap import build_read_models, build_registry, build_runner
-from infrastructure.readmodels import ReadModelStore
+from infrastructure.readmodels.tables import ReadModelStore
 from infrastructure.settings import Settings
 from projections import answers
 from projections.catalogue import PROJECTIONS, fold

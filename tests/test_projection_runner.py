@@ -39,15 +39,15 @@ from infrastructure.bootstrap import (
     build_runner,
     event_store,
 )
-from infrastructure.log_reader import EventDecoder, LogReader
-from infrastructure.log_reader import Row as LogRow
-from infrastructure.projection_runner import (
+from infrastructure.eventstore.log_reader import EventDecoder, LogReader
+from infrastructure.eventstore.log_reader import Row as LogRow
+from infrastructure.readmodels.runner import (
     ProjectionFailed,
     ProjectionLock,
     ProjectionRunner,
     disjoint_groups,
 )
-from infrastructure.readmodels import ReadModelStore
+from infrastructure.readmodels.tables import ReadModelStore
 from infrastructure.settings import Settings
 from projections.applications import ApplicationsProjection
 from projections.base import Row

@@ -17,7 +17,7 @@ from application.registry import Registry
 from domain.cities import City
 from infrastructure.bootstrap import build_read_models, build_read_side, build_runner
 from infrastructure.cli import app
-from infrastructure.projection_runner import ProjectionFailed
+from infrastructure.readmodels.runner import ProjectionFailed
 from infrastructure.settings import Settings
 from projections import answers
 from projections.catalogue import PROJECTIONS

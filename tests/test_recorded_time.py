@@ -21,14 +21,14 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-import infrastructure.recorders
+import infrastructure.eventstore.recorders
 from domain.acts import Role
-from infrastructure.audit import StoredLog
+from infrastructure.audit.log import StoredLog
 from infrastructure.bootstrap import build_registry
-from infrastructure.chain import recorded_text
 from infrastructure.cli import app
+from infrastructure.eventstore.chain import recorded_text
+from infrastructure.eventstore.location import EventStoreLocation
 from infrastructure.settings import Settings
-from infrastructure.store import EventStoreLocation
 from tests.conftest import CITY, SECRETARIAT, SettableClock, admitted_city, application_form
 from tests.live_server import LiveServer
 from tests.test_event_stream import read_events, through
@@ -45,7 +45,7 @@ def recorded_late() -> str:
 
 @pytest.fixture
 def late_writers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(infrastructure.recorders, "recorded_now", recorded_late)
+    monkeypatch.setattr(infrastructure.eventstore.recorders, "recorded_now", recorded_late)
 
 
 def gnlc(database_url: str, *args: str) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from infrastructure.readmodels import ReadModelStore
+from infrastructure.readmodels.tables import ReadModelStore
 from infrastructure.settings import Settings
 from tests.conftest import application_form
 from tests.http_support import ok, read_models, refused

@@ -53,7 +53,7 @@ from infrastructure.http.schemas import (
     StatusWritten,
     Submitted,
 )
-from infrastructure.read_side import ReadSide
+from infrastructure.readmodels.read_side import ReadSide
 from infrastructure.views import application_view, city_view, history_view, intake_view, plain
 from projections import answers
 from projections.base import Row

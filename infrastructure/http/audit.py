@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from application.registry import Registry
 from domain.access import PERSONAL_DATA, Action, authorise
 from domain.errors import InvalidInput
-from infrastructure.audit import StoredLog
+from infrastructure.audit.log import StoredLog
 from infrastructure.http.api import Caller
 from infrastructure.views import audit_state_view
 

@@ -19,8 +19,8 @@ from domain.access import PERSONAL_DATA, Action, authorise
 from domain.acts import Actor
 from domain.errors import InvalidInput
 from domain.forms import CountryCode
-from infrastructure.feed import Feed, FeedEvent, Filter
-from infrastructure.head_watch import HeadWatcher
+from infrastructure.eventstore.head_watch import HeadWatcher
+from infrastructure.feed.public_events import Feed, FeedEvent, Filter
 from infrastructure.http.api import Caller
 from infrastructure.http.limits import StreamSlots
 from infrastructure.http.problems import TooManyRequests

@@ -5,9 +5,9 @@ The design, and why:
 - **The key is recorded atomically with the command's events.** While a keyed use case runs,
   `command_keys.pending_key` names the key; the recorder that inserts the events writes the row
   (owner, key, fingerprint, first and last position) in the same transaction
-  (infrastructure/recorders.py), in the event store's own database. So either the events and the
-  key are stored, or neither is: no crash or database error after the commit can leave events
-  whose key a retry would not find.
+  (infrastructure/eventstore/recorders.py), in the event store's own database. So either the
+  events and the key are stored, or neither is: no crash or database error after the commit can
+  leave events whose key a retry would not find.
 - **The response is stored after the commit, and rebuilt from the events if it is missing.** A
   use case returns its result only after the commit, so the body cannot be in that transaction.
   It is written into the key's row just after; if the process died in between, the retry rebuilds
@@ -57,8 +57,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from infrastructure.chain import recorded_text
-from infrastructure.command_keys import COMMAND_KEYS_TABLE, PendingKey, pending_key
+from infrastructure.eventstore.chain import recorded_text
+from infrastructure.eventstore.command_keys import COMMAND_KEYS_TABLE, PendingKey, pending_key
 
 KEEP_FOR_SECONDS = 48 * 3600  # at least the promised 24 hours
 WAIT_FOR_FIRST_SECONDS = 30.0

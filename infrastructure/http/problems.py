@@ -27,7 +27,7 @@ from domain.errors import (
 from infrastructure.http.idempotency import KeyReusedWithOtherRequest, StillRunning
 from infrastructure.http.limits import retry_after
 from infrastructure.http.schemas import Problem
-from infrastructure.read_side import Behind, Busy
+from infrastructure.readmodels.read_side import Behind, Busy
 
 TYPE_BASE = "https://gnlc.uil.unesco.org/problems/"
 MEDIA_TYPE = "application/problem+json"

@@ -23,9 +23,9 @@ from nats.js.errors import NotFoundError
 from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from infrastructure.feed import Feed, FeedEvent
-from infrastructure.head_watch import HeadWatcher
-from infrastructure.projection_runner import ProjectionLock
+from infrastructure.eventstore.head_watch import HeadWatcher
+from infrastructure.feed.public_events import Feed, FeedEvent
+from infrastructure.readmodels.runner import ProjectionLock
 
 POSITION_HEADER = "Gnlc-Position"
 DUPLICATE_WINDOW_SECONDS = 24 * 3600.0

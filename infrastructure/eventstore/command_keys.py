@@ -1,5 +1,5 @@
 """The Idempotency-Key of the command being saved, recorded in the event store in the same
-transaction as the command's events (by the recorders, see infrastructure/recorders.py).
+transaction as the command's events (by the recorders, see infrastructure/eventstore/recorders.py).
 
 Whatever happens after that commit (the process dies, the database refuses the next write), a
 retry with the key finds the row and answers from it: the command never runs twice."""
@@ -10,7 +10,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from infrastructure.chain import recorded_text
+from infrastructure.eventstore.chain import recorded_text
 
 COMMAND_KEYS_TABLE = "gnlc_idempotency"
 COLUMNS = "owner, idem_key, fingerprint, first_position, last_position, created_at"

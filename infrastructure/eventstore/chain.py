@@ -3,9 +3,9 @@
 `hash(n) = SHA-256(hash(n-1) || the event's bytes exactly as stored)`: its position, stream id,
 stream version, topic, state bytes and recorded time, each length-prefixed so that no two
 different rows can give the same bytes. The chain row is written by the recorder in the same
-transaction as the event (see infrastructure/recorders.py), while the writer holds the store's
-write lock (PostgreSQL: the library's EXCLUSIVE table lock; SQLite: the database write lock), so
-two writers can never fork the chain.
+transaction as the event (see infrastructure/eventstore/recorders.py), while the writer holds
+the store's write lock (PostgreSQL: the library's EXCLUSIVE table lock; SQLite: the database
+write lock), so two writers can never fork the chain.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The library's recorders, extended: several aggregates' events in one query, and the audit
-hash chain written in the same transaction as the events (see infrastructure/chain.py)."""
+hash chain written in the same transaction as the events (see
+infrastructure/eventstore/chain.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from infrastructure.chain import CHAIN_TABLE, GENESIS, extend, recorded_now
-from infrastructure.command_keys import COLUMNS, COMMAND_KEYS_TABLE, key_row
+from infrastructure.eventstore.chain import CHAIN_TABLE, GENESIS, extend, recorded_now
+from infrastructure.eventstore.command_keys import COLUMNS, COMMAND_KEYS_TABLE, key_row
 
 # The library version whose private insert steps these recorders extend (and whose PostgreSQL
 # `insert_events` commits before re-raising): review this module, then change it with the pin.

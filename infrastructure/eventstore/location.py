@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from domain.errors import InvalidInput
-from infrastructure.recorders import PostgresRegistryRecorder, SQLiteRegistryRecorder
+from infrastructure.eventstore.recorders import PostgresRegistryRecorder, SQLiteRegistryRecorder
 
 # Any fixed number: every gnlc process that creates the schema takes this PostgreSQL advisory lock.
 SCHEMA_LOCK_KEY = 0x676E6C63  # "gnlc"

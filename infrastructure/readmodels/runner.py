@@ -36,10 +36,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from application.registry import Registry
-from infrastructure.log_reader import EventDecoder, LogReader
-from infrastructure.log_reader import Row as LogRow
-from infrastructure.readmodels import NEXT, Conflict, ReadModelStore, read_model_engine
-from infrastructure.store import EventStoreLocation
+from infrastructure.eventstore.location import EventStoreLocation
+from infrastructure.eventstore.log_reader import EventDecoder, LogReader
+from infrastructure.eventstore.log_reader import Row as LogRow
+from infrastructure.readmodels.tables import NEXT, Conflict, ReadModelStore, read_model_engine
 from projections.base import Projection
 from projections.catalogue import PROJECTIONS
 
@@ -432,7 +432,7 @@ class FoldWorker:
     def __init__(self, spec: WorkerSpec) -> None:
         from_parent, to_child = os.pipe()  # (read end, write end)
         from_child, to_parent = os.pipe()
-        code = ("import sys; from infrastructure.projection_runner import serve_fold_worker; "
+        code = ("import sys; from infrastructure.readmodels.runner import serve_fold_worker; "
                 "serve_fold_worker(int(sys.argv[1]), int(sys.argv[2]))")
         self.process = subprocess.Popen(
             [sys.executable, "-c", code, str(from_parent), str(to_parent)],

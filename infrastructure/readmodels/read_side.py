@@ -14,8 +14,8 @@ from application.registry import Registry
 from domain.access import Action, authorise
 from domain.acts import Actor
 from domain.errors import InvalidInput
-from infrastructure.projection_runner import ProjectionRunner
-from infrastructure.readmodels import ReadModelStore
+from infrastructure.readmodels.runner import ProjectionRunner
+from infrastructure.readmodels.tables import ReadModelStore
 from projections.base import Projection, Row
 from projections.catalogue import PROJECTIONS, fold
 

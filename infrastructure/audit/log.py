@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import psycopg
 
 from domain.errors import InvalidInput
-from infrastructure.chain import (
+from infrastructure.eventstore.chain import (
     CHAIN_TABLE,
     GENESIS,
     Link,
@@ -30,7 +30,7 @@ from infrastructure.chain import (
     recorded_text,
     stream_text,
 )
-from infrastructure.store import EVENTS_TABLE, EventStoreLocation
+from infrastructure.eventstore.location import EVENTS_TABLE, EventStoreLocation
 
 PAGE = 5000
 Row = tuple[int, str, int, str, bytes]  # position, stream id, stream version, topic, state

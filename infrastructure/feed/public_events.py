@@ -32,7 +32,7 @@ from application.registry import DateAsISO, Registry
 from domain.applications import CityApplication
 from domain.cities import City
 from domain.quotas import QuotaLedger
-from infrastructure.recorded_times import RecordedTimes
+from infrastructure.eventstore.recorded_times import RecordedTimes
 from infrastructure.views import plain
 from projections.public import CONTRACT, ENVELOPE, data_of, masked
 
@@ -197,7 +197,7 @@ class Feed:
         """`fast=False`: every event through the library's mapper (the reference for tests)."""
         self.registry = registry
         # The recorded time shown is the chain row's (what `known_at` compares), not the
-        # event's own timestamp: see infrastructure/recorded_times.py.
+        # event's own timestamp: see infrastructure/eventstore/recorded_times.py.
         self.recorded_times = RecordedTimes(registry.recorder)
         # Which city and country an aggregate concerns never changes: remember it, with the
         # start of the hashed name of its events' public ids (see public_event_id).

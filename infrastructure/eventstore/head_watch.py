@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from application.registry import Registry
-from infrastructure.store import EventStoreLocation
+from infrastructure.eventstore.location import EventStoreLocation
 
 POLL_SECONDS = 0.05
 # PostgreSQL without its listening connection: how often to poll the head and try to LISTEN again.

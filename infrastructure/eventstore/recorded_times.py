@@ -2,10 +2,10 @@
 
 The event's own `timestamp` (the library's) is taken when the event object is made, before the
 writer waits for the store's write lock; the chain row's time is taken under that lock (see
-infrastructure/recorders.py), so chain times rise with positions and `known_at` compares them
-(infrastructure/audit.py, `StoredLog.known_by`). Every edge that shows a recorded time (the feed,
-SSE, the NATS relay, history) shows this one, so that `known_at` set to an event's shown
-`recorded_at` includes it and any earlier moment excludes it.
+infrastructure/eventstore/recorders.py), so chain times rise with positions and `known_at`
+compares them (infrastructure/audit/log.py, `StoredLog.known_by`). Every edge that shows a
+recorded time (the feed, SSE, the NATS relay, history) shows this one, so that `known_at` set
+to an event's shown `recorded_at` includes it and any earlier moment excludes it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from infrastructure.chain import CHAIN_TABLE
+from infrastructure.eventstore.chain import CHAIN_TABLE
 
 CHUNK = 500  # positions per `IN (...)` query (SQLite bounds the number of parameters)
 

@@ -1,0 +1,1 @@
+"""The audit of the log: verify the hash chain, export it, past states."""

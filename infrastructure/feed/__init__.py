@@ -1,0 +1,1 @@
+"""The public event feed and its relays to streaming engines."""
