@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL
 from application.clock import Clock, SystemClock
 from application.registry import Registry
 from infrastructure.audit import StoredLog
+from infrastructure.console import ConsoleServices, add_console
 from infrastructure.feed import Feed
 from infrastructure.head_watch import HeadWatcher
 from infrastructure.http.api import Services, create_api
@@ -164,6 +165,9 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
     add_audit_routes(api, registry, chain)
     add_event_routes(api, EventServices(Feed(registry), watcher,
                                          settings.stream_heartbeat_seconds))
+    add_console(api, ConsoleServices(registry, services.read_side, chain, watcher,
+                                     services.clock, settings.timezone, services.limiter,
+                                     settings.stream_heartbeat_seconds))
     return BodyLimit(api)
 
 
