@@ -41,6 +41,15 @@ from projections.base import Row
 HERE = Path(__file__).parent
 DUE_WITHIN_DAYS = 90
 ACTIONS = ("endorse", "decline", "admit", "reject", "retract", "withdraw")
+# What a page says after an act went through (the `done` of its redirect).
+DONE = {
+    "opened": "The intake is open.", "extended": "The intake is extended.",
+    "submitted": "The application is submitted.", "endorsed": "The application is endorsed.",
+    "declined": "The application is declined.", "admitted": "The city is admitted.",
+    "rejected": "The application is rejected.", "retracted": "The admission is retracted.",
+    "withdrawn": "The application is withdrawn.",
+    "report_submitted": "The report is submitted.",
+}
 MEMBER_SORTS = ("name", "country", "status", "intake_year", "next_report_due", "days_overdue")
 DEADLINE_VIEWS = ("due", "overdue", "flagged", "all")
 
@@ -113,6 +122,7 @@ class Console:
             day=lambda v: i18n.day(v, language),
             moment=lambda v: i18n.moment(v, language, self.s.timezone),
             country=lambda c: i18n.country_name(c, language),
+            done_text=lambda key: i18n.translations(language).gettext(DONE.get(key, "")),
             language=language, languages=i18n.LANGUAGES, Action=Action)
         return env
 
@@ -153,8 +163,9 @@ class Console:
         except NotAuthenticated:
             self.sessions.end(session_id)  # revoked since sign-in: the session ends now
             raise SignedOut from None
-        if self.s.limiter is not None and self.s.limiter.admit(actor.name):
-            raise problems.TooManyRequests(self.s.limiter.admit(actor.name) or 1.0)
+        wait = self.s.limiter.admit(actor.name) if self.s.limiter is not None else 0.0
+        if wait:
+            raise problems.TooManyRequests(wait)
         ctx.actor = replace(actor, correlation_id=str(uuid4()))
         ctx.session_id, ctx.session = session_id, session
         return ctx
@@ -633,9 +644,10 @@ def _application_form(form: dict[str, str]) -> dict[str, Any]:
         "pledge": form.get("pledge") == "yes",
         "signed_on": form.get("signed_on", ""),
     }
-    if data["website"] is None:
-        del data["website"]
-    return data
+    # A field left empty is a field not given (the form's optional fields refuse "").
+    for part in ("mayor", "contact"):
+        data[part] = {k: v for k, v in data[part].items() if v.strip()}
+    return {k: v for k, v in data.items() if v not in (None, "")}
 
 
 def _csv(rows: list[Row], filename: str) -> Response:
