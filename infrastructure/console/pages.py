@@ -41,15 +41,31 @@ from projections.base import Row
 HERE = Path(__file__).parent
 DUE_WITHIN_DAYS = 90
 ACTIONS = ("endorse", "decline", "admit", "reject", "retract", "withdraw")
+
+
+def N_(text: str) -> str:
+    """Marks a message for the catalogue (pybabel extract); translated where it is shown."""
+    return text
+
+
 # What a page says after an act went through (the `done` of its redirect).
 DONE = {
-    "opened": "The intake is open.", "extended": "The intake is extended.",
-    "submitted": "The application is submitted.", "endorsed": "The application is endorsed.",
-    "declined": "The application is declined.", "admitted": "The city is admitted.",
-    "rejected": "The application is rejected.", "retracted": "The admission is retracted.",
-    "withdrawn": "The application is withdrawn.",
-    "report_submitted": "The report is submitted.",
+    "opened": N_("The intake is open."), "extended": N_("The intake is extended."),
+    "submitted": N_("The application is submitted."),
+    "endorsed": N_("The application is endorsed."),
+    "declined": N_("The application is declined."), "admitted": N_("The city is admitted."),
+    "rejected": N_("The application is rejected."),
+    "retracted": N_("The admission is retracted."),
+    "withdrawn": N_("The application is withdrawn."),
+    "report_submitted": N_("The report is submitted."),
 }
+# Words the pages show from data (statuses, roles, steps), translated by the templates.
+WORDS = (
+    N_("submitted"), N_("endorsed"), N_("declined"), N_("withdrawn"), N_("admitted"),
+    N_("rejected"), N_("retracted"), N_("active"), N_("ended"), N_("all"), N_("applicant"),
+    N_("upcoming"), N_("overdue"), N_("secretariat"), N_("national_commission"), N_("city"),
+    N_("auditor"), N_("subscriber"),
+)
 MEMBER_SORTS = ("name", "country", "status", "intake_year", "next_report_due", "days_overdue")
 DEADLINE_VIEWS = ("due", "overdue", "flagged", "all")
 
