@@ -39,7 +39,8 @@ OPERATOR = Actor("test-operator", Role.SECRETARIAT)
 def chromium(request: pytest.FixtureRequest) -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         if request.config.getoption("--require-chromium"):
-            pytest.fail(f"chromium is required but missing at {CHROMIUM} (apt-get install chromium)")
+            pytest.fail(f"chromium is required but missing at {CHROMIUM} "
+                        "(apt-get install chromium)")
         pytest.skip(f"no chromium at {CHROMIUM}")
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -106,7 +107,10 @@ def console(settings: Settings, clock: SettableClock, chromium: Any, database_ur
                 context.close()
         foreign = [u for u in c.requests if not u.startswith(server.url + "/")]
         assert c.requests and not foreign, foreign
-        (shots / "accessibility.json").write_text(json.dumps(c.accessibility, indent=2))
+        # axe's findings per page (impact: number of rules violated), kept across the tests.
+        report = shots / "accessibility.json"
+        found = json.loads(report.read_text()) if report.exists() else {}
+        report.write_text(json.dumps({**found, **c.accessibility}, indent=2, sort_keys=True))
         # docs/console/ keeps the README's screenshots; refreshed on request, not on every run.
         if backend == "sqlite" and os.environ.get("GNLC_CONSOLE_DOCS_SCREENSHOTS"):
             DOCS.mkdir(parents=True, exist_ok=True)
@@ -228,6 +232,7 @@ def test_the_intake_walked_as_each_role(console: Console, clock: SettableClock) 
     expect(auditor.locator(".status").first).not_to_have_text("active")
     expect(auditor.locator(".timeline")).to_contain_text("Endorsed")
     expect(auditor.locator(".timeline")).not_to_contain_text("Admitted")
+    expect(auditor.locator("table").nth(1)).to_contain_text("No report cycle")
     console.check(auditor, "city-as-of")
     auditor.get_by_role("link", name="Audit").click()
     auditor.get_by_role("button", name="Verify the chain").click()
@@ -237,7 +242,8 @@ def test_the_intake_walked_as_each_role(console: Console, clock: SettableClock) 
         auditor.get_by_role("link", name="Download a verifiable export").click()
     assert download.value.suggested_filename == "gnlc-audit-export.jsonl"
 
-    for name, path in (("members", "/console/members"), ("deadlines", "/console/deadlines?view=all")):
+    for name, path in (("members", "/console/members"),
+                       ("deadlines", "/console/deadlines?view=all")):
         secretariat.goto(url + path)
         console.check(secretariat, name)
     expect(secretariat.locator("table")).to_contain_text("Hamburg")

@@ -566,9 +566,11 @@ class Console:
         if as_of is not None:
             timeline = [e for e in timeline
                         if local_date(_datetime(e["effective_at"]), self.s.timezone) <= as_of]
-        scope = read_scope(actor, view["country"])
+        # As of a past day the cycles come from the log replayed to then (`city_at` has
+        # authorised reading the past), else from the read model.
+        scope = read_scope(actor, view["country"], past=as_of is not None)
         cycles = [d for d in answers.deadline_list(
-            scope.narrow(self.s.read_side.rows("deadlines", reader=actor)),
+            scope.narrow(self.s.read_side.rows("deadlines", as_of, reader=actor)),
             as_of or self.today(), country=view["country"]) if d["city_id"] == str(city_id)]
         status = problems.for_error(error)[0] if error else 200
         return self.render(ctx, "city.html", status, city=view, timeline=list(reversed(timeline)),
