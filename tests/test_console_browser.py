@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,8 @@ class Console:
     accessibility: dict[str, dict[str, int]] = field(default_factory=dict)
     contexts: list[Any] = field(default_factory=list)
 
-    def sign_in(self, token: str, language: str = "en-GB") -> Any:
+    def sign_in(self, token: str, language: str = "en-GB",
+                before: Callable[[Any], None] | None = None) -> Any:
         # bypass_csp: axe is injected as a script; the console's own CSP allows only 'self'.
         context = self.browser.new_context(viewport={"width": 1280, "height": 800},
                                            locale=language, bypass_csp=True)
@@ -71,6 +72,8 @@ class Console:
         page.goto(self.server.url + "/")
         expect(page.get_by_label("Access token").or_(page.get_by_label("Jeton d'accès"))
                ).to_be_visible()
+        if before is not None:
+            before(page)
         page.locator("#token").fill(token)
         page.locator("form[action='/console/sign-in'] button").click()
         expect(page).to_have_url(self.server.url + "/console/members")
@@ -133,7 +136,8 @@ def test_the_intake_walked_as_each_role(console: Console, clock: SettableClock) 
 
     # The secretariat opens the intake of 2019 (the regulations' window: 1 March to 30 April).
     clock.set("2019-03-15 10:00")
-    secretariat = console.sign_in(secretariat_token)
+    secretariat = console.sign_in(secretariat_token, before=lambda page: console.check(
+        page, "sign-in"))
     console.check(secretariat, "members-empty")
     secretariat.get_by_role("link", name="Intakes").click()
     secretariat.get_by_label("Year", exact=True).fill("2019")
@@ -282,7 +286,7 @@ def test_a_revoked_tokens_session_ends_on_its_next_request(console: Console) -> 
     expect(page.get_by_role("status")).to_contain_text("session has ended")
     page.goto(server.url + "/console/members")
     expect(page).to_have_url(server.url + "/?expired=1")
-    console.check(page, "sign-in")
+    console.check(page, "signed-out")
 
 
 def test_a_form_posted_without_the_sessions_csrf_token_changes_nothing(console: Console) -> None:
