@@ -30,9 +30,9 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from domain.acts import Actor, Role  # noqa: E402
-from infrastructure.bootstrap import build_api, build_registry  # noqa: E402
-from infrastructure.settings import Settings  # noqa: E402
+from domain.acts import Actor, Role
+from infrastructure.bootstrap import build_api, build_registry
+from infrastructure.settings import Settings
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SECRETARIAT = Actor("bench-secretariat", Role.SECRETARIAT)
