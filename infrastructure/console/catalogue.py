@@ -34,7 +34,7 @@ def update(language: str = "fr") -> list[str]:
             catalog.add(message, "")
     with po.open("wb") as out:
         write_po(out, catalog, omit_header=False, sort_output=True, width=100)
-    return [m.id for m in catalog if m.id and not m.string]
+    return [str(m.id) for m in catalog if m.id and not m.string]
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from functools import cache
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from babel import Locale
 from babel.dates import format_date, format_datetime
@@ -72,7 +73,7 @@ def moment(value: Any, language: str, timezone: str) -> str:
         return ""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return format_datetime(value, format="medium", tzinfo=timezone, locale=language)
+    return format_datetime(value, format="medium", tzinfo=ZoneInfo(timezone), locale=language)
 
 
 @cache

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from application.clock import Clock
 from application.registry import Registry
-from domain.access import PERMISSIONS, PERSONAL_DATA, Action, authorise, read_scope
+from domain.access import PERMISSIONS, PERSONAL_DATA, Action, ReadScope, authorise, read_scope
 from domain.acts import Actor
 from domain.applications import Status
 from domain.calendar import local_date
@@ -40,6 +40,7 @@ from projections.base import Row
 
 HERE = Path(__file__).parent
 DUE_WITHIN_DAYS = 90
+WAIT_SECONDS = 10.0  # for the projection runner to include what was just committed
 ACTIONS = ("endorse", "decline", "admit", "reject", "retract", "withdraw")
 
 
@@ -133,7 +134,9 @@ class Console:
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True, extensions=["jinja2.ext.i18n"], trim_blocks=True,
             lstrip_blocks=True)
-        env.install_gettext_translations(i18n.translations(language), newstyle=True)
+        # jinja2.ext.i18n adds this method to the environment
+        env.install_gettext_translations(  # type: ignore[attr-defined]
+            i18n.translations(language), newstyle=True)
         env.globals.update(
             day=lambda v: i18n.day(v, language),
             moment=lambda v: i18n.moment(v, language, self.s.timezone),
@@ -194,6 +197,13 @@ class Console:
             raise Forbidden("the form's CSRF token does not match the session's",
                             field="csrf")
         return ctx, form
+
+    def rows(self, table: str, scope: ReadScope) -> list[Row]:
+        """A read model's rows within `scope`, including every event committed so far: a page
+        shown after an act includes it (read-your-writes), as the API's `min_position` does."""
+        head = self.s.registry.recorder.max_notification_id() or 0
+        self.s.read_side.reach(head, table, WAIT_SECONDS)
+        return scope.narrow(self.s.read_side.stored_rows(table, country=scope.country))
 
     def today(self) -> date:
         return local_date(self.s.clock.now(), self.s.timezone)
@@ -256,7 +266,7 @@ class Console:
                 scope = read_scope(ctx.who, country.upper() or None)
             except GnlcError as error:
                 return self.refused(ctx, error)
-            rows = scope.narrow(self.s.read_side.rows("members", reader=ctx.actor))
+            rows = self.rows("members", scope)
             every = answers.members(rows, self.today(), scope.country,
                                     status if status in ("active", "ended", "all") else "active")
             # The map shows where the active members are, whatever the table's filters.
@@ -292,8 +302,7 @@ class Console:
             except GnlcError as error:
                 return self.refused(ctx, error)
             chosen = _year(year) or (intakes[-1].year if intakes else self.today().year)
-            rows = answers.quotas(scope.narrow(self.s.read_side.rows("quotas",
-                                                                      reader=ctx.actor)),
+            rows = answers.quotas(self.rows("quotas", scope),
                                   chosen, scope.country)
             intake = next((i for i in intakes if i.year == chosen), None)
             extensions = self._extensions(chosen)
@@ -309,7 +318,7 @@ class Console:
             except GnlcError as error:
                 return self.refused(ctx, error)
             today = self.today()
-            rows = scope.narrow(self.s.read_side.rows("deadlines", reader=ctx.actor))
+            rows = self.rows("deadlines", scope)
             view = view if view in DEADLINE_VIEWS else "due"
             listed = answers.deadline_list(
                 rows, today, overdue=view in ("overdue", "flagged"),
@@ -335,8 +344,8 @@ class Console:
             except GnlcError as error:
                 return self.refused(ctx, error)
             chosen = _year(year) or (intakes[-1].year if intakes else self.today().year)
-            rows = answers.applications(scope.narrow(self.s.read_side.rows(
-                "applications", reader=ctx.actor)), chosen, None, scope.country)
+            rows = answers.applications(self.rows("applications", scope), chosen, None,
+                                        scope.country)
             columns = [(status, [row for row in rows if row["status"] == status])
                        for status in Status]
             return self.render(ctx, "applications.html", columns=columns, year=chosen,
@@ -352,7 +361,7 @@ class Console:
             ctx, form = await self.posted(request)
             data = _application_form(form)
             try:
-                done = await run_in_threadpool(reg.submit_application, ctx.actor, data)
+                done = await run_in_threadpool(reg.submit_application, ctx.who, data)
             except GnlcError as error:
                 return self.refused(ctx, error, "apply.html", form=form, today=self.today())
             return RedirectResponse(f"/console/applications/{done.application_id}?done=submitted",
@@ -425,7 +434,7 @@ class Console:
                 year = _int(form.get("year", ""), "year")
                 opens = _date(form.get("opens", ""), "opens")
                 closes = _date(form.get("closes", ""), "closes")
-                await run_in_threadpool(reg.open_intake, ctx.actor, year, opens, closes)
+                await run_in_threadpool(reg.open_intake, ctx.who, year, opens, closes)
             except GnlcError as error:
                 found = reg.intakes(ctx.who)
                 return self.refused(ctx, error, "intakes.html", intakes=found, done="",
@@ -439,7 +448,7 @@ class Console:
                 closes = _date(form.get("closes", ""), "closes")
                 if closes is None:
                     raise InvalidInput("closes is required", field="closes")
-                await run_in_threadpool(reg.extend_intake, ctx.actor, _int(year, "year"),
+                await run_in_threadpool(reg.extend_intake, ctx.who, _int(year, "year"),
                                         closes, form.get("reason", "").strip())
             except GnlcError as error:
                 found = reg.intakes(ctx.who)
@@ -463,7 +472,7 @@ class Console:
                     "summary": form.get("summary", "")}
             try:
                 identifier = _uuid(city_id)
-                await run_in_threadpool(reg.submit_report, ctx.actor, identifier, data)
+                await run_in_threadpool(reg.submit_report, ctx.who, identifier, data)
             except GnlcError as error:
                 refusal = error
                 try:
@@ -570,7 +579,8 @@ class Console:
         # authorised reading the past), else from the read model.
         scope = read_scope(actor, view["country"], past=as_of is not None)
         cycles = [d for d in answers.deadline_list(
-            scope.narrow(self.s.read_side.rows("deadlines", as_of, reader=actor)),
+            scope.narrow(self.s.read_side.rows("deadlines", as_of, reader=actor))
+            if as_of is not None else self.rows("deadlines", scope),
             as_of or self.today(), country=view["country"]) if d["city_id"] == str(city_id)]
         status = problems.for_error(error)[0] if error else 200
         return self.render(ctx, "city.html", status, city=view, timeline=list(reversed(timeline)),
@@ -580,8 +590,7 @@ class Console:
 
     def _quota(self, ctx: Context, country: str, year: int) -> Row | None:
         scope = read_scope(ctx.who, country)
-        rows = answers.quotas(scope.narrow(self.s.read_side.rows("quotas", reader=ctx.actor)),
-                              year, country)
+        rows = answers.quotas(self.rows("quotas", scope), year, country)
         return rows[0] if rows else None
 
     def _extensions(self, year: int) -> list[dict[str, Any]]:
