@@ -107,3 +107,15 @@ def test_the_map_draws_the_countries_of_natural_earth_with_their_iso_codes() -> 
     codes = {shape.code for shape in shapes()}
     assert {"DE", "FR", "MA", "KR", "BR", "RU", "US", "FJ"} <= codes
     assert len(codes) > 160
+
+
+def test_the_language_switch_sets_its_cookie_and_returns_only_to_a_page_of_this_server(
+        api: Any) -> None:
+    client = api.client()
+    answer = client.get("/console/language", params={"to": "fr", "next": "/console/quotas"})
+    assert answer.headers["location"] == "/console/quotas"
+    assert "gnlc_lang=fr" in answer.headers["set-cookie"]
+    assert "Jeton d'accès" in client.get("/").text
+    for elsewhere in ("//evil.example", "/\\evil.example", "https://evil.example"):
+        answer = client.get("/console/language", params={"to": "en", "next": elsewhere})
+        assert answer.headers["location"] == "/"

@@ -250,7 +250,8 @@ class Console:
 
         @r.get("/console/language")
         def language(request: Request, to: str = "en", next: str = "/") -> Response:
-            target = next if next.startswith("/") and not next.startswith("//") else "/"
+            # Only a path of this server: "//host" and "/\\host" would leave it.
+            target = next if next.startswith("/") and next[1:2] not in ("/", "\\") else "/"
             response = RedirectResponse(target, status_code=303)
             if to in i18n.LANGUAGES:
                 response.set_cookie(i18n.LANG_COOKIE, to, samesite="strict",
