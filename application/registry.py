@@ -17,6 +17,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Repos
 from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
+    Notification,
     Recording,
     StoredEvent,
     Transcoding,
@@ -443,7 +444,9 @@ class Registry(Application[UUID]):
             for e in self.repository.event_store.get(city.id)
             if isinstance(e, City.ApplicationLodged | City.MembershipStarted)
         }
-        return [r for r in self._read_log() if r.event.originator_id in ids]
+        # Only this city's notifications are decoded: decoding is most of the cost of a scan.
+        return [RecordedEvent(n.id, cast(AuditedAggregate.Event, self.mapper.to_domain_event(n)))
+                for n in self._notifications() if n.originator_id in ids]
 
     def city_at(
         self, actor: Actor, city_id: UUID, as_of: date | None = None,
@@ -483,11 +486,15 @@ class Registry(Application[UUID]):
         return sum(1 for _ in self._read_log())
 
     def _read_log(self, start: int = 1, page: int = 1000) -> Iterator[RecordedEvent]:
+        for notification in self._notifications(start, page):
+            event = self.mapper.to_domain_event(notification)
+            yield RecordedEvent(notification.id, cast(AuditedAggregate.Event, event))
+
+    def _notifications(self, start: int = 1, page: int = 1000) -> Iterator[Notification]:
+        """The stored log in position order, not decoded."""
         while True:
             notifications = self.recorder.select_notifications(start, page)
-            for notification in notifications:
-                event = self.mapper.to_domain_event(notification)
-                yield RecordedEvent(notification.id, cast(AuditedAggregate.Event, event))
+            yield from notifications
             if len(notifications) < page:
                 return
             start = notifications[-1].id + 1
