@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import re
 import socket
 import sys
@@ -95,7 +96,10 @@ def main() -> None:
     settings = Settings(database_url=f"sqlite:///{work}/gnlc.sqlite", rate_limit=0,
                         rate_burst=0)
     clock = FixedClock()
-    token, application_id, city_id = populate(settings, clock, args.members)
+    # In a process of its own: the setup's garbage would otherwise lengthen this process's
+    # garbage collections, which a server that did not do the setup never has.
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        token, application_id, city_id = pool.apply(populate, (settings, clock, args.members))
 
     registry = build_registry(settings, clock)  # type: ignore[arg-type]
     app = build_api(settings, registry, clock)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
@@ -40,6 +41,7 @@ from projections.base import Row
 
 HERE = Path(__file__).parent
 DUE_WITHIN_DAYS = 90
+PAGE_SIZE = 100
 WAIT_SECONDS = 10.0  # for the projection runner to include what was just committed
 ACTIONS = ("endorse", "decline", "admit", "reject", "retract", "withdraw")
 
@@ -261,7 +263,7 @@ class Console:
         @r.get("/console/members", response_class=HTMLResponse)
         def members(request: Request, country: str = "", status: str = "active",
                     year: str = "", overdue: str = "", flagged: str = "",
-                    sort: str = "country", order: str = "asc") -> Response:
+                    sort: str = "country", order: str = "asc", page: str = "1") -> Response:
             ctx = self.context(request)
             try:
                 scope = read_scope(ctx.who, country.upper() or None)
@@ -286,7 +288,8 @@ class Console:
             shapes = [(shape, counts.get(shape.code, 0),
                        worldmap.shade(counts.get(shape.code, 0), most))
                       for shape in worldmap.shapes()]
-            return self.render(ctx, "members.html", rows=shown, shapes=shapes,
+            return self.render(ctx, "members.html", shapes=shapes,
+                               **_paged(request, shown, page),
                                map_size=(worldmap.WIDTH, worldmap.HEIGHT),
                                filters={"country": country.upper(), "status": status,
                                         "year": year, "overdue": overdue, "flagged": flagged},
@@ -312,7 +315,7 @@ class Console:
 
         @r.get("/console/deadlines", response_model=None)
         def deadlines(request: Request, view: str = "due", country: str = "",
-                      format: str = "html") -> Response:
+                      format: str = "html", page: str = "1") -> Response:
             ctx = self.context(request)
             try:
                 scope = read_scope(ctx.who, country.upper() or None)
@@ -331,7 +334,8 @@ class Console:
                 listed = [d for d in listed if (d["days_overdue"] or 0) > REVIEW_AFTER_DAYS]
             if format == "csv":
                 return _csv(listed, f"deadlines-{view}-{today.isoformat()}.csv")
-            return self.render(ctx, "deadlines.html", rows=listed, view=view, views=DEADLINE_VIEWS,
+            return self.render(ctx, "deadlines.html", **_paged(request, listed, page),
+                               view=view, views=DEADLINE_VIEWS,
                                country_filter=country.upper(), today=today,
                                csv_link=_link(request, format="csv"),
                                review_days=REVIEW_AFTER_DAYS, within=DUE_WITHIN_DAYS)
@@ -617,6 +621,16 @@ def _link(request: Request, **changes: str) -> str:
     query = dict(request.query_params)
     query.update(changes)
     return f"{request.url.path}?{urlencode(query)}"
+
+
+def _paged(request: Request, rows: list[Row], page: str) -> dict[str, Any]:
+    """One page of a long table (PAGE_SIZE rows), with the count and the links to the others;
+    the CSV download has every row of the filter."""
+    pages = max(1, math.ceil(len(rows) / PAGE_SIZE))
+    number = min(pages, max(1, int(page))) if page.isdigit() else 1
+    return {"rows": rows[(number - 1) * PAGE_SIZE:number * PAGE_SIZE], "total": len(rows),
+            "page": number, "pages": pages,
+            "page_link": lambda n: _link(request, page=str(n))}
 
 
 def _uuid(text: str) -> UUID:
