@@ -308,3 +308,33 @@ def test_the_console_speaks_french_to_a_french_browser_and_switches_language(
     expect(page.locator("h1")).to_have_text("Members")
     page.get_by_role("link", name="Français").click()
     expect(page.locator("h1")).to_have_text("Membres")
+    # Dates and country names in French, too.
+    server.registry.open_intake(OPERATOR, 2019)
+    submit_as_city(server, "Hamburg")
+    page.get_by_role("link", name="Quotas").click()
+    expect(page.locator(".window")).to_contain_text("1 mars 2019")
+    expect(page.locator("tr[data-country='DE']")).to_contain_text("Allemagne")
+    console.check(page, "quotas-fr")
+
+
+def test_signing_in_and_moving_around_needs_only_the_keyboard(console: Console) -> None:
+    server = console.server
+    token = server.token("uil", Role.SECRETARIAT)
+    context = console.browser.new_context(viewport={"width": 1280, "height": 800})
+    console.contexts.append(context)
+    context.on("request", lambda r: console.requests.append(r.url))
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(server.url + "/")
+    for _ in range(3):  # the skip link, the language switch, the token field
+        page.keyboard.press("Tab")
+    expect(page.locator("#token")).to_be_focused()
+    page.keyboard.type(token)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(server.url + "/console/members")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")  # the first focusable element of the content: a country
+    focused = page.evaluate("document.activeElement.closest('main') !== null")
+    assert focused
