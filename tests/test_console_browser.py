@@ -338,3 +338,26 @@ def test_signing_in_and_moving_around_needs_only_the_keyboard(console: Console) 
     page.keyboard.press("Tab")  # the first focusable element of the content: a country
     focused = page.evaluate("document.activeElement.closest('main') !== null")
     assert focused
+
+
+def test_a_commission_declines_with_its_reason_and_a_refused_withdrawal_changes_nothing(
+        console: Console) -> None:
+    server = console.server
+    server.registry.open_intake(OPERATOR, 2019)
+    hamburg = submit_as_city(server, "Hamburg")
+    page_url = f"{server.url}/console/applications/{hamburg.application_id}"
+    commission = console.sign_in(server.token("unesco-de", Role.NATIONAL_COMMISSION,
+                                              country="DE"))
+    commission.goto(page_url)
+    commission.get_by_label("Reason").fill("not a learning city yet")
+    commission.get_by_role("button", name="Decline").click()
+    expect(commission.locator(".status")).to_have_text("declined")
+    expect(commission.locator(".steps")).to_contain_text("not a learning city yet")
+    city = console.sign_in(server.token("hamburg", Role.CITY, city=city_id("DE", "Hamburg")))
+    city.goto(page_url)
+    city.get_by_label("Reason").fill("changed our mind")
+    city.get_by_role("button", name="Withdraw").click()
+    expect(city.get_by_role("alert")).to_have_attribute("data-code", "invalid_transition")
+    expect(city.locator(".status")).to_have_text("declined")
+    console.check(city, "withdrawal-refused")
+    assert server.registry.application(OPERATOR, hamburg.application_id).status == "declined"
