@@ -119,3 +119,17 @@ def test_the_language_switch_sets_its_cookie_and_returns_only_to_a_page_of_this_
     for elsewhere in ("//evil.example", "/\\evil.example", "https://evil.example"):
         answer = client.get("/console/language", params={"to": "en", "next": elsewhere})
         assert answer.headers["location"] == "/"
+
+
+def test_the_quotas_page_shows_the_years_window_and_its_extensions(api: Any) -> None:
+    from datetime import date
+
+    from domain.acts import Actor
+
+    operator = Actor("operator", Role.SECRETARIAT)
+    api.registry.open_intake(operator, 2019)
+    api.registry.extend_intake(operator, 2019, date(2019, 6, 30), "COVID-19")
+    client = signed_in(api)
+    page = client.get("/console/quotas?year=2019").text
+    assert "Intake window: Mar 1, 2019 to Jun 30, 2019" in page
+    assert "Extended to Jun 30, 2019: COVID-19" in page

@@ -8,7 +8,7 @@ import io
 import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -27,6 +27,7 @@ from domain.acts import Actor
 from domain.applications import Status
 from domain.calendar import local_date
 from domain.errors import Forbidden, GnlcError, InvalidInput, NotAuthenticated
+from domain.intakes import CALENDAR_ID, IntakeCalendar
 from domain.reporting import REVIEW_AFTER_DAYS
 from infrastructure.audit import StoredLog, export, verify
 from infrastructure.console import i18n, worldmap
@@ -601,8 +602,6 @@ class Console:
     def _extensions(self, year: int) -> list[dict[str, Any]]:
         """The year's intake extensions (the calendar is the network's, readable by every role
         that reads: `Registry.intakes` authorised it)."""
-        from domain.intakes import CALENDAR_ID, IntakeCalendar
-
         found = []
         for event in self.s.registry.repository.event_store.get(CALENDAR_ID):
             if isinstance(event, IntakeCalendar.IntakeExtended) and event.year == year:
@@ -659,9 +658,7 @@ def _date(text: str, field: str) -> date | None:
         raise InvalidInput(f"{field} must be a date (YYYY-MM-DD)", field=field) from None
 
 
-def _datetime(text: str) -> Any:
-    from datetime import datetime
-
+def _datetime(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
