@@ -17,6 +17,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Repos
 from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
+    Notification,
     Recording,
     StoredEvent,
     Transcoding,
@@ -510,11 +511,15 @@ class Registry(Application[UUID]):
         return sum(1 for _ in self._read_log())
 
     def _read_log(self, start: int = 1, page: int = 1000) -> Iterator[RecordedEvent]:
+        for notification in self._notifications(start, page):
+            event = self.mapper.to_domain_event(notification)
+            yield RecordedEvent(notification.id, cast(AuditedAggregate.Event, event))
+
+    def _notifications(self, start: int = 1, page: int = 1000) -> Iterator[Notification]:
+        """The stored log in position order, not decoded."""
         while True:
             notifications = self.recorder.select_notifications(start, page)
-            for notification in notifications:
-                event = self.mapper.to_domain_event(notification)
-                yield RecordedEvent(notification.id, cast(AuditedAggregate.Event, event))
+            yield from notifications
             if len(notifications) < page:
                 return
             start = notifications[-1].id + 1

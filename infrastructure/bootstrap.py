@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL
 from application.clock import Clock, SystemClock
 from application.registry import Registry
 from infrastructure.audit.log import StoredLog
+from infrastructure.console import ConsoleServices, add_console
 from infrastructure.eventstore.head_watch import HeadWatcher
 from infrastructure.eventstore.location import EventStoreLocation
 from infrastructure.feed.nats_relay import NatsRelay, NatsTarget, RelayPositions
@@ -168,6 +169,9 @@ def build_api(settings: Settings, registry: Registry, clock: Clock | None = None
     add_event_routes(api, EventServices(Feed(registry), watcher,
                                          settings.stream_heartbeat_seconds,
                                          StreamSlots(settings.streams_per_token)))
+    add_console(api, ConsoleServices(registry, services.read_side, chain, watcher,
+                                     services.clock, settings.timezone, services.limiter,
+                                     settings.stream_heartbeat_seconds))
     return BodyLimit(api)
 
 

@@ -33,6 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="the PostgreSQL database the tests create their schemas in")
     parser.addoption("--require-nats", action="store_true",
                      help="fail, instead of skipping, when NATS is unreachable (CI)")
+    parser.addoption("--require-chromium", action="store_true",
+                     help="fail, instead of skipping, when Debian's chromium is missing (CI)")
     parser.addoption("--nats-url", default="nats://127.0.0.1:4222",
                      help="the NATS server with JetStream the relay tests publish to")
 

@@ -14,7 +14,7 @@ def test_infrastructure_holds_a_package_per_adapter_and_only_the_root_modules_on
     assert sorted(p.name for p in INFRASTRUCTURE.glob("*.py")) == [
         "__init__.py", "bootstrap.py", "settings.py", "views.py"]
     assert sorted(p.parent.name for p in INFRASTRUCTURE.glob("*/__init__.py")) == [
-        "audit", "cli", "eventstore", "examples", "feed", "http", "readmodels"]
+        "audit", "cli", "console", "eventstore", "examples", "feed", "http", "readmodels"]
 
 
 def test_the_command_line_is_one_module_per_command_group() -> None:
