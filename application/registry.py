@@ -109,6 +109,7 @@ def replay_selection(events: Sequence[Any]) -> Any:
         aggregate = domain_event.mutate(aggregate)
     return aggregate
 
+
 def _applications_of(city_events: Iterable[object]) -> set[UUID]:
     """The ids of the applications a city's events name."""
     return {e.application_id for e in city_events

@@ -183,8 +183,6 @@ def served_api() -> BodyLimit:
     return build_api(settings, build_registry(settings), projections=False, owns_registry=True)
 
 
-
-
 @contextmanager
 def projection_thread(runner: ProjectionRunner) -> Iterator[threading.Thread]:
     """Keep the read models up to date in a thread for as long as the context lasts."""

@@ -64,6 +64,11 @@ class Projection:
         forked._forked_from = self.tables
         return forked
 
+    def detach(self) -> None:
+        """Done folding into a fork: let go of the original's tables (a fork kept for reading
+        would otherwise keep both alive)."""
+        self._forked_from = None
+
     def load(self, table: str, rows: Iterable[Row]) -> None:
         """Take rows as stored (the state a previous run left)."""
         columns = self.keys[table]

@@ -242,6 +242,26 @@ def test_the_failed_authentications_of_addresses_that_stopped_are_forgotten() ->
     failures.failed("192.0.2.2")
     assert failures.refusal("192.0.2.1", "gnlc_x_y") == pytest.approx(1.0)
     now[0] = 1.5  # 192.0.2.2 has its bucket full again, 192.0.2.1 not yet
-    failures.limiter.forget_full()
+    failures.limiter.forget_full(keep=10)
     assert len(failures.limiter) == 1
     assert failures.refusal("192.0.2.1", "gnlc_x_y") == 0.0
+
+
+def test_beyond_the_addresses_kept_the_oldest_are_dropped_and_sweeps_come_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from infrastructure.http import limits
+
+    monkeypatch.setattr(limits, "ADDRESSES_KEPT", 3)
+    now = [0.0]
+    failures = limits.FailedAuthentications(rate=0.1, burst=5, clock=lambda: now[0])
+    for n in range(6):  # no bucket refills at this clock: only the cap can drop them
+        failures.failed(f"192.0.2.{n}")
+    # One sweep at the 4th address (down to 3), none at the 5th and 6th within that second.
+    assert len(failures.limiter) == 5
+    now[0] = 0.5
+    failures.failed("192.0.2.9")
+    assert len(failures.limiter) == 6
+    now[0] = 1.0
+    failures.failed("192.0.2.10")
+    assert len(failures.limiter) == 3  # the newest three, their buckets still draining

@@ -92,3 +92,12 @@ def test_events_schemas_without_a_directory_is_a_usage_error_and_writes_nothing(
     done = CliRunner().invoke(app, ["events", "schemas"])
     assert done.exit_code == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_events_schemas_into_a_directory_it_cannot_write_names_it_and_exits_2(
+        tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    done = CliRunner().invoke(app, ["events", "schemas", str(blocked / "events")])
+    assert done.exit_code == 2
+    assert "out_dir" in done.output and "Traceback" not in done.output

@@ -276,15 +276,6 @@ def _qualified(schema: str, table: str) -> str:
     return ".".join('"' + name.replace('"', '""') + '"' for name in (schema, table))
 
 
-@dataclass(frozen=True)
-class _Stored:
-    position: int
-    originator_id: str
-    originator_version: int
-    topic: str
-    state: bytes
-
-
 def _paged(fetch: Callable[[int], list[Any]], after: int, key: Callable[[Any], int]
            ) -> Iterator[Any]:
     while page := fetch(after):

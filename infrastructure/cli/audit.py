@@ -29,8 +29,6 @@ from infrastructure.cli.session import (
 from infrastructure.views import audit_state_view
 
 audit_app = typer.Typer(help="The tamper-evident log: verify, publish the head, export.")
-
-
 app.add_typer(audit_app, name="audit")
 
 

@@ -9,13 +9,12 @@ from typing import Annotated
 
 import typer
 
+from domain.errors import InvalidInput
 from infrastructure.bootstrap import build_relay
-from infrastructure.cli.session import Session, app, err, out, run_in_session
+from infrastructure.cli.session import Session, app, err, fail, out, run_in_session
 from infrastructure.feed.nats_relay import NatsTarget
 
 events_app = typer.Typer(help="The public event contract.")
-
-
 app.add_typer(events_app, name="events")
 
 
@@ -27,17 +26,19 @@ def events_schemas(
     """Write the JSON Schema of every public event type and version, one file each."""
     from projections.public import schemas
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for key, schema in schemas().items():
-        (out_dir / f"{key}.json").write_text(
-            json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-            encoding="utf-8")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for key, schema in schemas().items():
+            (out_dir / f"{key}.json").write_text(
+                json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+                encoding="utf-8")
+    except OSError as error:  # not writable, a file in the way: a clear error, no traceback
+        fail(InvalidInput(f"cannot write to {out_dir}: {error.strerror or error}",
+                          field="out_dir"), False)
     out.print(f"wrote {len(schemas())} schemas to {out_dir}")
 
 
 relay_app = typer.Typer(help="Relays of the event feed to streaming engines.")
-
-
 app.add_typer(relay_app, name="relay")
 
 

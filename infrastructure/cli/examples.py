@@ -9,8 +9,6 @@ import typer
 from infrastructure.cli.session import app
 
 example_app = typer.Typer(help="Example input files, shipped with the package.")
-
-
 app.add_typer(example_app, name="example")
 
 

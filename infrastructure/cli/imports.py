@@ -13,8 +13,6 @@ from infrastructure.cli.history_csv import import_history
 from infrastructure.cli.session import JsonFlag, Session, app, err, run_in_session
 
 import_app = typer.Typer(help="Bring the network's history in.")
-
-
 app.add_typer(import_app, name="import")
 
 

@@ -11,8 +11,6 @@ from infrastructure.cli.session import JsonFlag, Reason, Session, app, parse_dat
 from infrastructure.views import intake_view
 
 intake_app = typer.Typer(help="Open and extend the yearly intakes (calls for applications).")
-
-
 app.add_typer(intake_app, name="intake")
 
 

@@ -19,8 +19,6 @@ from infrastructure.eventstore.recorded_times import RecordedTimes
 from projections.catalogue import PROJECTIONS
 
 projections_app = typer.Typer(help="The projections that keep the read models.")
-
-
 app.add_typer(projections_app, name="projections")
 
 

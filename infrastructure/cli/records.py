@@ -12,8 +12,6 @@ from infrastructure.cli.session import JsonFlag, app, run_in_session
 from infrastructure.views import application_view, city_view, history_view
 
 show_app = typer.Typer(help="Current state of one application or city, from the event store.")
-
-
 app.add_typer(show_app, name="show")
 
 

@@ -22,6 +22,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from application.clock import Clock, FixedClock, SystemClock
 from application.registry import Registry
@@ -43,7 +44,6 @@ EXIT_CODES: dict[type[GnlcError], int] = {
 
 EXIT_UNAVAILABLE = 6
 
-
 EXIT_INTERNAL = 70  # EX_SOFTWARE
 
 
@@ -57,8 +57,6 @@ app = typer.Typer(
 
 
 db_app = typer.Typer(help="The event store.")
-
-
 app.add_typer(db_app, name="db")
 
 
@@ -72,10 +70,6 @@ out = Console()
 
 
 err = Console(stderr=True, soft_wrap=True)
-
-
-class UnavailableError(Exception):
-    """The database cannot be reached."""
 
 
 @dataclass
@@ -151,7 +145,8 @@ def run_in_session(ctx: typer.Context, as_json: bool, action: Callable[[Session]
         result = plain(action(session))
     except GnlcError as error:
         fail(error, as_json)
-    except (OperationalError, PersistenceError, psycopg.Error, sqlite3.Error, OSError) as error:
+    except (OperationalError, PersistenceError, SQLAlchemyError, psycopg.Error, sqlite3.Error,
+            OSError) as error:
         stop("unavailable", f"the database is unavailable: {type(error).__name__}: {error}",
               as_json, EXIT_UNAVAILABLE)
     except Exception as error:  # a bug: one line for the user, never a stack trace

@@ -14,8 +14,6 @@ from infrastructure.cli.queries import country_option
 from infrastructure.cli.session import CountryOption, JsonFlag, Session, app, err, run_in_session
 
 tokens_app = typer.Typer(help="Bearer tokens of the HTTP API (an operator's task, on the server).")
-
-
 app.add_typer(tokens_app, name="tokens")
 
 

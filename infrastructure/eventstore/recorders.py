@@ -37,6 +37,11 @@ class UnsupportedSetting(OSError):
     """A library setting under which events could be stored without their chain links."""
 
 
+class CommandKeyWriteFailed(DatabaseError):
+    """The Idempotency-Key row of a command could not be written (other than a key already
+    recorded, which is a conflict); the events were rolled back with it."""
+
+
 def _failed(error: Exception) -> ChainWriteFailed:
     return ChainWriteFailed(f"the audit chain could not be extended, nothing was stored: "
                             f"{type(error).__name__}: {error}")
@@ -210,14 +215,19 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
                     self._extend_chain(curs, positions, stored_events)
             except Exception as error:
                 raise _RollBack(_failed(error)) from error
+            row = key_row(list(positions))
+            if row is None:  # not a keyed command: no second pipeline sync (a round trip)
+                return positions
             try:
                 with curs.connection.pipeline():
-                    self._record_command_key(curs, positions)
+                    self._record_command_key(curs, row)
             except psycopg.IntegrityError as error:
                 # A key already recorded: refused like a version conflict, nothing stored.
                 raise _RollBack(IntegrityError(error)) from error
             except Exception as error:
-                raise _RollBack(_failed(error)) from error
+                raise _RollBack(CommandKeyWriteFailed(
+                    f"the command's Idempotency-Key could not be recorded, nothing was stored: "
+                    f"{type(error).__name__}: {error}")) from error
         return positions
 
     def _extend_chain(self, curs: Cursor[DictRow], positions: Sequence[int],
@@ -232,10 +242,8 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
             SQL("INSERT INTO {} (position, hash, recorded_at) VALUES (%s, %s, %s)")
             .format(table), [(x.position, x.hash, x.recorded_at) for x in links])
 
-    def _record_command_key(self, curs: Cursor[DictRow], positions: Sequence[int]) -> None:
+    def _record_command_key(self, curs: Cursor[DictRow], row: Sequence[object]) -> None:
         """The Idempotency-Key of the command saving these events, in their transaction."""
-        row = key_row(list(positions))
-        if row is not None:
-            curs.execute(SQL("INSERT INTO {}.{} (" + COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s)")
-                         .format(Identifier(self.datastore.schema),
-                                 Identifier(COMMAND_KEYS_TABLE)), row)
+        curs.execute(SQL("INSERT INTO {}.{} (" + COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s)")
+                     .format(Identifier(self.datastore.schema),
+                             Identifier(COMMAND_KEYS_TABLE)), row)

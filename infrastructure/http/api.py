@@ -344,7 +344,7 @@ Cursor = Annotated[str | None, Query(
 
 def _scope(actor: Actor, country: str | None, as_of: date | None = None,
            known_at: datetime | None = None) -> ReadScope:
-    """What the actor may read of the read models: the application layer's one rule."""
+    """What the actor may read of the read models: the domain's one rule, `read_scope`."""
     return read_scope(actor, country, past=as_of is not None or known_at is not None)
 
 

@@ -46,6 +46,8 @@ def add_audit_routes(api: FastAPI, registry: Registry, log: StoredLog) -> None:
                             ] = None,
     ) -> dict[str, Any]:
         """A city's full state at a point (as `gnlc audit state`)."""
+        # The role first: nothing is looked up (not even the chain) for a role that may not.
+        authorise(actor, Action.READ_PAST, actor.country, actor.city_id)
         if known_at is not None and known_at.tzinfo is None:
             raise InvalidInput("known_at must carry a UTC offset (e.g. +01:00)", field="known_at")
         city, applications = registry.city_at(actor, city_id, as_of,

@@ -52,7 +52,6 @@ class RateLimiter:
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
 
-
     def waiting(self, key: str) -> float:
         """The seconds before `key` may go ahead again (0 if it may now), consuming nothing."""
         if not self.enabled:
@@ -63,15 +62,14 @@ class RateLimiter:
             tokens = min(float(self.burst), tokens + (now - then) * self.rate)
             return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
-
-    def forget_full(self) -> None:
-        """Drop the buckets that have filled up again (as good as new): keeps memory bounded
-        when keys come and go (client addresses)."""
+    def forget_full(self, keep: int) -> None:
+        """Drop the buckets that have filled up again (as good as new), then the oldest beyond
+        `keep`: keeps memory bounded when keys come and go (client addresses)."""
         with self._lock:
             now = self.clock()
-            self._buckets = {
-                key: (tokens, then) for key, (tokens, then) in self._buckets.items()
-                if tokens + (now - then) * self.rate < self.burst}
+            live = [(key, (tokens, then)) for key, (tokens, then) in self._buckets.items()
+                    if tokens + (now - then) * self.rate < self.burst]
+            self._buckets = dict(live[-keep:])
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -79,6 +77,9 @@ class RateLimiter:
 
 # Addresses with recent failed authentications kept before the full buckets are dropped.
 ADDRESSES_KEPT = 100_000
+# At most one sweep of the buckets a second: a sweep reads them all, on the event loop, and an
+# attacker rotating addresses could otherwise make every failed request pay for one.
+SWEEP_SECONDS = 1.0
 
 
 class FailedAuthentications:
@@ -95,6 +96,7 @@ class FailedAuthentications:
         self.remembered = remembered
         self._known: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
+        self._swept = float("-inf")
 
     def refusal(self, address: str, bearer: str) -> float:
         """0 if the bearer may be looked up, else the seconds the address must wait."""
@@ -105,8 +107,10 @@ class FailedAuthentications:
 
     def failed(self, address: str) -> None:
         self.limiter.admit(address)
-        if len(self.limiter) > ADDRESSES_KEPT:
-            self.limiter.forget_full()
+        now = self.limiter.clock()
+        if len(self.limiter) > ADDRESSES_KEPT and now - self._swept >= SWEEP_SECONDS:
+            self._swept = now
+            self.limiter.forget_full(ADDRESSES_KEPT)
 
     def succeeded(self, bearer: str) -> None:
         digest = _digest(bearer)
@@ -149,10 +153,6 @@ class StreamSlots:
                 self._open[key] = held
             else:
                 self._open.pop(key, None)
-
-    def held(self, key: str) -> int:
-        with self._lock:
-            return self._open.get(key, 0)
 
 
 def retry_after(seconds: float) -> str:

@@ -6,12 +6,15 @@ No stack trace reaches a client: unexpected errors become a plain 500 problem (a
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
+import psycopg
 from eventsourcing.persistence import OperationalError, PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
@@ -158,6 +161,9 @@ def install(api: FastAPI) -> None:
 
     @api.exception_handler(OperationalError)
     @api.exception_handler(PersistenceError)
+    @api.exception_handler(SQLAlchemyError)  # read models, idempotency keys
+    @api.exception_handler(psycopg.Error)  # recorded times, chain reads
+    @api.exception_handler(sqlite3.Error)
     async def database(_: Request, error: Exception) -> JSONResponse:
         log.error("database unavailable: %s", error)
         return response(503, body(503, "unavailable", "the database is unavailable"),

@@ -14,6 +14,7 @@ from application.registry import Registry
 from domain.access import Action, authorise
 from domain.acts import Actor
 from domain.errors import InvalidInput
+from infrastructure.eventstore.recorded_times import RecordedTimes
 from infrastructure.readmodels.runner import ProjectionRunner
 from infrastructure.readmodels.tables import ReadModelStore
 from projections.base import Projection, Row
@@ -99,6 +100,7 @@ class ReadSide:
                     for event in changes:
                         folded.apply(event)
                     folded.forget_changes()
+                    folded.detach()
         finally:
             self._replays.release()
         with self._past_lock:
@@ -117,7 +119,8 @@ class ReadSide:
 
     def lag_seconds(self) -> dict[str, float]:
         """Per projection, the age of the oldest event of the log it has not applied yet (0 at
-        the head): by the real clock, as `gnlc projections status` counts it."""
+        the head): by the real clock, from the event's recorded time (its chain row's, as
+        `gnlc projections status` and the feed show it)."""
         head = self.registry.recorder.max_notification_id() or 0
         lags: dict[str, float] = {}
         for name, (position, _) in self.store.positions().items():
@@ -126,8 +129,10 @@ class ReadSide:
             if not waiting:
                 lags[name] = 0.0
                 continue
-            event: Any = self.registry.mapper.to_domain_event(waiting[0])
-            oldest: datetime = event.timestamp
+            recorded = RecordedTimes(self.registry.recorder).of([waiting[0].id])
+            oldest: datetime = (datetime.fromisoformat(recorded[waiting[0].id])
+                                if recorded else self.registry.mapper.to_domain_event(
+                                    waiting[0]).timestamp)
             lags[name] = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
         return lags
 
