@@ -103,3 +103,14 @@ def test_the_secretariat_still_learns_that_an_id_is_unknown(api: LiveServer) -> 
         assert staff.get(f"/cities/{NEVER_APPLIED}").status_code == 404
         assert staff.get(f"/applications/{uuid4()}").status_code == 404
         assert staff.get(f"/audit/cities/{NEVER_APPLIED}").status_code == 404
+
+
+def test_a_role_that_may_not_read_the_past_is_refused_the_audit_state_before_its_query_is_read(
+        api: LiveServer) -> None:
+    api.registry.open_intake(SECRETARIAT, 2019)
+    hamburg = admitted_city(api.registry, "Hamburg").city_id
+    with api.client(api.token("website", Role.SUBSCRIBER)) as subscriber:
+        # A malformed known_at would be a 422: the role is refused first, nothing is looked up.
+        answer = subscriber.get(f"/audit/cities/{hamburg}",
+                                params={"known_at": "2019-03-15T12:00:00"})
+    assert answer.status_code == 403, answer.text
