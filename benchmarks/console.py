@@ -1,7 +1,7 @@
 """Benchmark of the staff console's pages: latency per page at 1,000 members on SQLite.
 
 Run from the repository root:
-    .venv/bin/python benchmarks/console.py [--members 1000] [--requests 200] [--gc-tuned]
+    .venv/bin/python benchmarks/console.py [--members 1000] [--requests 200] [--gc-default]
 
 A fresh SQLite store gets an intake of 2017 (before the 2018 regulations: no quota, the window is
 the year) and `--members` cities admitted through the use cases; the API with its console is
@@ -13,7 +13,6 @@ and max per page, in milliseconds. Not a test: the figures go in benchmarks/READ
 from __future__ import annotations
 
 import argparse
-import gc
 import math
 import multiprocessing
 import re
@@ -33,7 +32,7 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from domain.acts import Actor, Role
-from infrastructure.bootstrap import build_api, build_registry
+from infrastructure.bootstrap import build_api, build_registry, tune_collector
 from infrastructure.settings import Settings
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -91,9 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--gc-tuned", action="store_true",
-                        help="gc.freeze() after start-up and a gen-0 threshold of 50,000 "
-                             "(the default 700 runs full collections under the p99)")
+    parser.add_argument("--gc-default", action="store_true",
+                        help="keep Python's default collector settings instead of those "
+                             "`gnlc serve` sets (bootstrap.tune_collector)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="gnlc-console-bench-"))
@@ -141,9 +140,8 @@ def main() -> None:
             def asker(path: str) -> httpx.Client:
                 return anonymous if path == "/" else client  # signed in, / redirects
 
-            if args.gc_tuned:
-                gc.freeze()
-                gc.set_threshold(50_000, 20, 100)
+            if not args.gc_default:
+                tune_collector()  # as `gnlc serve` does
             for path in pages.values():  # warm-up: the runner catches up, caches fill
                 assert asker(path).get(path).status_code == 200, path
             print(f"{'page':24} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'KiB':>6}")

@@ -16,6 +16,7 @@ from infrastructure.bootstrap import (
     build_runner,
     event_store,
     projection_thread,
+    tune_collector,
 )
 from infrastructure.cli.session import Session, app, run_in_session
 from infrastructure.cli.tokens import FIRST_TOKEN
@@ -61,6 +62,7 @@ def serve(
               flush=True)
         if settings.http_workers == 1:
             app = build_api(settings, registry, s.clock(), projections)
+            tune_collector()
             uvicorn.run(app, host=host, port=port, log_level="warning")
             return
         # uvicorn starts the processes; each builds its own API from the same settings, which
