@@ -637,3 +637,22 @@ def test_an_export_after_a_position_verifies_on_its_own_from_the_hash_before_it(
     code, verdict = verify_file(window, Head(until, last["hash"]))
     assert (code, verdict["ok"], verdict["checked"]) == (0, True, until - after)
     assert line_at(window, 1) == line_at(big_export.path, after + 1)
+
+
+def test_verify_reports_progress_that_never_goes_back_and_ends_at_the_last_position(
+    raw: RawLog, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infrastructure.audit import log as audit_log
+
+    monkeypatch.setattr(audit_log, "PROGRESS_EVERY", 4)  # report often on a small log
+    reports: list[tuple[int, int]] = []
+
+    verdict = verify(StoredLog(EventStoreLocation.from_url(database_url)),
+                     progress=lambda checked, total: reports.append((checked, total)))
+
+    last = raw.positions()[-1]
+    assert verdict.ok and verdict.head.position == last
+    checked = [c for c, _ in reports]
+    assert checked == sorted(checked) and checked[-1] == last
+    assert {t for _, t in reports} == {last}
+    assert len(reports) >= 2

@@ -361,3 +361,18 @@ def test_a_commission_declines_with_its_reason_and_a_refused_withdrawal_changes_
     expect(city.locator(".status")).to_have_text("declined")
     console.check(city, "withdrawal-refused")
     assert server.registry.application(OPERATOR, hamburg.application_id).status == "declined"
+
+
+def test_an_auditor_verifies_the_audit_chain_and_sees_checked_of_total_then_the_verdict(
+        console: Console) -> None:
+    server = console.server
+    server.registry.open_intake(OPERATOR, 2019)
+    page = console.sign_in(server.token("auditor", Role.AUDITOR))
+    head = server.registry.recorder.max_notification_id()
+    page.get_by_role("link", name="Audit").click()
+    page.get_by_role("button", name="Verify the chain").click()
+    expect(page.locator(".verdict")).to_contain_text("verifies")
+    expect(page.locator("#verification .progress")).to_have_text(
+        f"Checked {head} of {head} positions.")
+    expect(page.locator("#verification code.head")).to_contain_text(f"@{head}")
+    console.check(page, "audit-verified")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import httpx
@@ -133,3 +134,83 @@ def test_the_quotas_page_shows_the_years_window_and_its_extensions(api: Any) -> 
     page = client.get("/console/quotas?year=2019").text
     assert "Intake window: Mar 1, 2019 to Jun 30, 2019" in page
     assert "Extended to Jun 30, 2019: COVID-19" in page
+
+
+VERIFY_TIMEOUT = 60.0
+PROGRESS = re.compile(r'class="progress">Checked (\d+) of (\d+) positions')
+
+
+def verification_once_done(client: httpx.Client) -> str:
+    """The verification fragment, polled as the page does until it shows a verdict."""
+    waited, pause = 0.0, 0.05
+    while waited < VERIFY_TIMEOUT:
+        fragment = client.get("/console/audit/verification")
+        assert fragment.status_code == 200, fragment.text
+        if 'class="ok verdict"' in fragment.text or 'class="error verdict"' in fragment.text:
+            return fragment.text
+        threading.Event().wait(pause)  # waiting on a condition (the verdict), with a timeout
+        waited += pause
+    raise AssertionError(f"no verdict within {VERIFY_TIMEOUT} s: {fragment.text}")
+
+
+def test_the_audit_page_verifies_in_the_background_and_polls_checked_of_total_to_a_verdict(
+        api: Any) -> None:
+    from tests.conftest import SECRETARIAT, admitted_city
+
+    api.registry.open_intake(SECRETARIAT, 2019)
+    for city in ("Hamburg", "Bremen"):
+        admitted_city(api.registry, city)
+    client = signed_in(api, Role.AUDITOR)  # issuing its token is an event too
+    head = api.registry.recorder.max_notification_id()
+    page = client.get("/console/audit")
+
+    started = client.post("/console/audit/verify", data={"csrf": CSRF.search(page.text).group(1)})
+
+    assert started.status_code == 200
+    assert 'hx-get="/console/audit/verification"' in started.text or "verdict" in started.text
+    done = verification_once_done(client)
+    assert PROGRESS.search(done).groups() == (str(head), str(head))
+    assert 'class="ok verdict"' in done and f"@{head}</code>" in done
+    assert "hx-trigger" not in done  # the page stops polling once the verdict is in
+
+
+def test_a_role_without_audit_rights_can_neither_start_nor_follow_a_verification(
+        api: Any) -> None:
+    client = signed_in(api, Role.NATIONAL_COMMISSION, country="DE")
+    page = client.get("/console/members")
+
+    started = client.post("/console/audit/verify", data={"csrf": CSRF.search(page.text).group(1)})
+
+    assert started.status_code == 403
+    assert client.get("/console/audit/verification").status_code == 403
+
+
+def test_a_second_click_while_a_verification_runs_shows_the_running_one() -> None:
+    from infrastructure.audit.log import Head, StoredLog, Verdict
+    from infrastructure.console.verification import Verifications
+
+    reported, release, calls = threading.Event(), threading.Event(), []
+
+    def held(log: StoredLog, progress: Any) -> Verdict:
+        calls.append(log)
+        progress(3, 10)
+        reported.set()
+        assert release.wait(VERIFY_TIMEOUT)
+        progress(10, 10)
+        return Verdict(True, 10, Head(10, "0" * 64), None)
+
+    verifications = Verifications(None, held)  # type: ignore[arg-type]
+    verifications.start()
+    assert reported.wait(VERIFY_TIMEOUT)
+
+    second = verifications.start()
+
+    assert (second.checked, second.total, second.running) == (3, 10, True)
+    release.set()
+    for _ in range(int(VERIFY_TIMEOUT / 0.01)):  # waiting on the verdict, with a timeout
+        latest = verifications.latest()
+        if latest is not None and not latest.running:
+            break
+        threading.Event().wait(0.01)
+    assert len(calls) == 1 and latest is not None and latest.verdict is not None
+    assert (latest.checked, latest.total) == (10, 10)

@@ -29,9 +29,10 @@ from domain.calendar import local_date
 from domain.errors import Forbidden, GnlcError, InvalidInput, NotAuthenticated
 from domain.intakes import CALENDAR_ID, IntakeCalendar
 from domain.reporting import REVIEW_AFTER_DAYS
-from infrastructure.audit.log import StoredLog, export, verify
+from infrastructure.audit.log import StoredLog, export
 from infrastructure.console import i18n, worldmap
 from infrastructure.console.sessions import COOKIE, SIGN_IN_CSRF_COOKIE, Session, Sessions, same
+from infrastructure.console.verification import Verifications
 from infrastructure.eventstore.head_watch import HeadWatcher
 from infrastructure.http import problems
 from infrastructure.http.limits import RateLimiter
@@ -126,6 +127,7 @@ class Console:
     def __init__(self, services: ConsoleServices) -> None:
         self.s = services
         self.sessions = Sessions()
+        self.verifications = Verifications(services.log)
         self.router = APIRouter(include_in_schema=False)
         self.environments = {lang: self._environment(lang) for lang in i18n.LANGUAGES}
         self._routes()
@@ -496,7 +498,9 @@ class Console:
                 authorise(ctx.who, Action.READ_PAST)
             except GnlcError as error:
                 return self.refused(ctx, error)
-            return self.render(ctx, "audit.html", head=self.s.log.head(), verdict=None)
+            latest = self.verifications.latest()
+            return self.render(ctx, "audit.html", head=self.s.log.head(),
+                               verification=latest if latest and latest.running else None)
 
         @r.post("/console/audit/verify", response_class=HTMLResponse)
         async def verify_chain(request: Request) -> Response:
@@ -505,8 +509,21 @@ class Console:
                 authorise(ctx.who, Action.READ_PAST)
             except GnlcError as error:
                 return self.refused(ctx, error)
-            verdict = await run_in_threadpool(verify, self.s.log)
-            return self.render(ctx, "audit.html", head=verdict.head, verdict=verdict)
+            # In the background, one at a time: the page polls its progress (a long log takes
+            # minutes); a second click while one runs shows that one.
+            verification = self.verifications.start()
+            return self.render(ctx, "audit.html", head=self.s.log.head(),
+                               verification=verification)
+
+        @r.get("/console/audit/verification", response_class=HTMLResponse)
+        def verification(request: Request) -> Response:
+            ctx = self.context(request)
+            try:
+                authorise(ctx.who, Action.READ_PAST)
+            except GnlcError as error:
+                return self.refused(ctx, error)
+            return self.render(ctx, "verification.html",
+                               verification=self.verifications.latest())
 
         @r.get("/console/audit/export")
         def audit_export(request: Request) -> Response:
