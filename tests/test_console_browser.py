@@ -35,7 +35,10 @@ WAIT_MS = 15_000
 OPERATOR = Actor("test-operator", Role.SECRETARIAT)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while it is open, and later tests that call asyncio.run() (the NATS relay, the head watcher)
+# would fail after this module.
+@pytest.fixture(scope="module")
 def chromium(request: pytest.FixtureRequest) -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         if request.config.getoption("--require-chromium"):
