@@ -100,23 +100,9 @@ class SQLiteRegistryRecorder(SQLiteApplicationRecorder):
             ]
 
     def select_streams(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
-        """Every event of the given aggregates, by aggregate then version, in one query."""
-        marks = ",".join("?" * len(originator_ids))
-        statement = (
-            f"SELECT * FROM {self.events_table_name} WHERE originator_id IN ({marks}) "
-            "ORDER BY originator_id, originator_version"
-        )
-        with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement, [i.hex for i in originator_ids])
-            return [
-                StoredEvent(
-                    originator_id=self.convert_originator_id(row["originator_id"]),
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=row["state"],
-                )
-                for row in cursor.fetchall()
-            ]
+        """Every event of the given aggregates in one query (in log order, so each aggregate's
+        events come in version order)."""
+        return [stored for _, stored in self.select_positioned_streams(originator_ids)]
 
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
@@ -185,23 +171,9 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
             ]
 
     def select_streams(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
-        """Every event of the given aggregates, by aggregate then version, in one query."""
-        statement = SQL(
-            "SELECT * FROM {schema}.{table} WHERE originator_id = ANY(%s) "
-            "ORDER BY originator_id, originator_version"
-        ).format(schema=Identifier(self.datastore.schema),
-                 table=Identifier(self.events_table_name))
-        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
-            cursor.execute(statement, [list(originator_ids)], prepare=True)
-            return [
-                StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                )
-                for row in cursor.fetchall()
-            ]
+        """Every event of the given aggregates in one query (in log order, so each aggregate's
+        events come in version order)."""
+        return [stored for _, stored in self.select_positioned_streams(originator_ids)]
 
     def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow],
                                        stored_events: Sequence[StoredEvent],

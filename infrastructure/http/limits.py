@@ -43,9 +43,7 @@ class RateLimiter:
         if not self.enabled:
             return 0.0
         with self._lock:
-            now = self.clock()
-            tokens, then = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+            now, tokens = self._refilled(key)
             if tokens >= 1.0:
                 self._buckets[key] = (tokens - 1.0, now)
                 return 0.0
@@ -57,10 +55,14 @@ class RateLimiter:
         if not self.enabled:
             return 0.0
         with self._lock:
-            now = self.clock()
-            tokens, then = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+            _, tokens = self._refilled(key)
             return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def _refilled(self, key: str) -> tuple[float, float]:
+        """Now, and the tokens `key`'s bucket holds now (the caller holds the lock)."""
+        now = self.clock()
+        tokens, then = self._buckets.get(key, (float(self.burst), now))
+        return now, min(float(self.burst), tokens + (now - then) * self.rate)
 
     def forget_full(self, keep: int) -> None:
         """Drop the buckets that have filled up again (as good as new), then the oldest beyond
