@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -15,7 +14,7 @@ from rich.progress import Progress
 from domain.errors import InvalidInput
 from infrastructure.bootstrap import build_read_models, build_runner, event_store
 from infrastructure.cli.session import JsonFlag, Session, app, err, run_in_session
-from infrastructure.eventstore.recorded_times import RecordedTimes
+from infrastructure.readmodels.read_side import unapplied_age
 from projections.catalogue import PROJECTIONS
 
 projections_app = typer.Typer(help="The projections that keep the read models.")
@@ -47,12 +46,7 @@ def projections_status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         head = registry.recorder.max_notification_id() or 0
         rows = []
         for name, (position, generation) in sorted(store.positions().items()):
-            waiting = registry.recorder.select_notifications(position + 1, 1, stop=head) \
-                if position < head else []
-            # Recorded when its chain row was written (infrastructure/eventstore/recorded_times.py).
-            recorded = RecordedTimes(registry.recorder).of([waiting[0].id]) if waiting else {}
-            oldest = datetime.fromisoformat(recorded[waiting[0].id]) if recorded else None
-            lag_seconds = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+            lag_seconds = unapplied_age(registry, position, head)
             rows.append({"projection": name, "position": position, "head": head,
                          "lag_events": head - position, "lag_seconds": round(lag_seconds, 3),
                          "generation": generation})

@@ -119,22 +119,10 @@ class ReadSide:
 
     def lag_seconds(self) -> dict[str, float]:
         """Per projection, the age of the oldest event of the log it has not applied yet (0 at
-        the head): by the real clock, from the event's recorded time (its chain row's, as
-        `gnlc projections status` and the feed show it)."""
+        the head), as `gnlc projections status` counts it."""
         head = self.registry.recorder.max_notification_id() or 0
-        lags: dict[str, float] = {}
-        for name, (position, _) in self.store.positions().items():
-            waiting = (self.registry.recorder.select_notifications(position + 1, 1, stop=head)
-                       if position < head else [])
-            if not waiting:
-                lags[name] = 0.0
-                continue
-            recorded = RecordedTimes(self.registry.recorder).of([waiting[0].id])
-            oldest: datetime = (datetime.fromisoformat(recorded[waiting[0].id])
-                                if recorded else self.registry.mapper.to_domain_event(
-                                    waiting[0]).timestamp)
-            lags[name] = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
-        return lags
+        return {name: unapplied_age(self.registry, position, head)
+                for name, (position, _) in self.store.positions().items()}
 
     def reached(self, position: int, table: str) -> bool:
         """Whether the table's projection already includes `position` (one short query)."""
@@ -193,3 +181,16 @@ class ReadSide:
             if time.monotonic() >= deadline:
                 return False
             pause.wait(0.02)
+
+
+def unapplied_age(registry: Registry, position: int, head: int) -> float:
+    """Seconds since the oldest event after `position` (up to `head`) was recorded, by the real
+    clock and its chain row's time (as the feed shows it); 0 when there is none."""
+    waiting = (registry.recorder.select_notifications(position + 1, 1, stop=head)
+               if position < head else [])
+    if not waiting:
+        return 0.0
+    recorded = RecordedTimes(registry.recorder).of([waiting[0].id])
+    oldest: datetime = (datetime.fromisoformat(recorded[waiting[0].id]) if recorded
+                        else registry.mapper.to_domain_event(waiting[0]).timestamp)
+    return max(0.0, (datetime.now(UTC) - oldest).total_seconds())
