@@ -223,7 +223,10 @@ def assert_substantial(live: dict[str, list[Row]], events: int) -> None:
     assert {r["status"] for r in live["applications"]} >= {
         "submitted", "endorsed", "declined", "withdrawn", "admitted", "rejected", "retracted"}
     assert sum(r["admitted"] for r in live["quotas"]) > events // 20
-    assert sum(r["retracted"] for r in live["quotas"]) > events // 400
+    # Since acts may no longer run backwards (issue 11, item 5), the synthetic log retracts on the
+    # day after an admission and only where the ledger allows it: about 1 event in 440, not 1 in
+    # 400 as before (36 in 15,873 seen in CI). This bound checks the rows are there, not a rate.
+    assert sum(r["retracted"] for r in live["quotas"]) > events // 1000
 
 
 # --- the tests -------------------------------------------------------------------------------
