@@ -38,9 +38,11 @@ from domain.errors import (
     NotFound,
     WindowClosed,
 )
-from domain.forms import ApplicationForm, ProgressReport, parse
+from domain.forms import ApplicationForm, ContactUpdate, ProgressReport, parse
 from domain.history import HistoryRow
 from domain.intakes import CALENDAR_ID, Intake, IntakeCalendar
+from domain.personal import PERSONS, is_plaintext, parts_of, personal_values, sealed_part
+from domain.personal import persons as chosen_persons
 from domain.quotas import QuotaLedger, ledger_id
 from domain.regulations import regulations_on
 
@@ -132,6 +134,85 @@ class PositionedStreamReader(Protocol):
                                   ) -> Sequence[tuple[int, StoredEvent]]: ...
 
 
+class PersonalDataKeys(Protocol):
+    """The data keys that seal personal values (domain.personal), one per person entered.
+
+    New keys and erasures are staged, then written by the next `save` in its own transaction:
+    a key exists exactly when the event that uses it was stored, and an erasure's event and the
+    destruction of its keys commit together."""
+
+    def staging(self) -> contextlib.AbstractContextManager[None]:
+        """A fresh stage for the keys of one attempt of a command."""
+        ...
+
+    def seal(self, city_id: UUID, person: str, values: Mapping[str, Any]) -> dict[str, str]:
+        """The envelope of the values, under a new key staged for the next save."""
+        ...
+
+    def live(self, city_id: UUID, persons: Sequence[str]) -> list[str]:
+        """The ids of the persons' keys not yet erased."""
+        ...
+
+    def erase(self, key_ids: Sequence[str]) -> None:
+        """Stage the destruction of these keys for the next save."""
+        ...
+
+    def purge(self) -> None:
+        """After an erasure committed: leave no copy of the destroyed keys in the database's
+        files where the database allows it."""
+        ...
+
+    def shown(self, datas: Sequence[Mapping[str, Any]], personal: bool
+              ) -> list[dict[str, Any]]:
+        """Events' data as a reader sees them: each person's values opened where `personal`,
+        null otherwise, and marked erased once their key is gone (no envelope left)."""
+        ...
+
+
+class NoPersonalDataKeys:
+    """The registry of a process that never records personal data (a projection runner)."""
+
+    def _refuse(self) -> Any:
+        raise RuntimeError("this registry was built without data keys: build it with "
+                           "infrastructure.bootstrap.build_registry")
+
+    def staging(self) -> contextlib.AbstractContextManager[None]:
+        return cast(contextlib.AbstractContextManager[None], self._refuse())
+
+    def seal(self, city_id: UUID, person: str, values: Mapping[str, Any]) -> dict[str, str]:
+        return cast(dict[str, str], self._refuse())
+
+    def live(self, city_id: UUID, persons: Sequence[str]) -> list[str]:
+        return cast(list[str], self._refuse())
+
+    def erase(self, key_ids: Sequence[str]) -> None:
+        self._refuse()
+
+    def purge(self) -> None:
+        self._refuse()
+
+    def shown(self, datas: Sequence[Mapping[str, Any]], personal: bool
+              ) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self._refuse())
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What an erasure did: the keys it destroyed (none: they were gone already)."""
+
+    city_id: UUID
+    persons: tuple[str, ...]
+    erased_key_ids: list[str]
+    # Keys of these persons erased before, by earlier erasures.
+    erased_before: list[str]
+    # Events holding these persons' values in the clear (stored before values were sealed).
+    plaintext_events: int
+
+    @property
+    def recorded(self) -> bool:
+        return bool(self.erased_key_ids)
+
+
 @dataclass(frozen=True)
 class Submission:
     application_id: UUID
@@ -176,8 +257,10 @@ class Registry(Application[UUID]):
         clock: Clock | None = None,
         timezone: str = "Europe/Berlin",
         new_id: Callable[[], UUID] = uuid4,
+        personal_data: PersonalDataKeys | None = None,
     ) -> None:
         super().__init__(env)
+        self.personal_data: PersonalDataKeys = personal_data or NoPersonalDataKeys()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.timezone = timezone
         self.new_id = new_id
@@ -251,12 +334,25 @@ class Registry(Application[UUID]):
         intake = calendar.intake_open_on(act)
         if not isinstance(city, City):
             city = City.register(act, form.country, form.city)
-        application = CityApplication.submit(
-            act, self.new_id(), city.id, intake.year, form.model_dump(mode="json")
-        )
-        city.lodge_application(act, application.id)
-        self.save(city, application)
+        application_id = self.new_id()
+        city.lodge_application(act, application_id)
+        with self.personal_data.staging():
+            application = CityApplication.submit(
+                act, application_id, city.id, intake.year,
+                self._sealed_form(city.id, form.model_dump(mode="json")))
+            self.save(city, application)
         return Submission(application.id, city.id)
+
+    def _sealed_form(self, city_id: UUID, form: dict[str, Any]) -> dict[str, Any]:
+        """The form with each person's personal values sealed under a key of their own."""
+        for person in PERSONS:
+            if isinstance(form.get(person), dict):
+                form[person] = self._sealed(city_id, person, form[person])
+        return form
+
+    def _sealed(self, city_id: UUID, person: str, part: dict[str, Any]) -> dict[str, Any]:
+        envelope = self.personal_data.seal(city_id, person, personal_values(person, part))
+        return sealed_part(person, part, envelope)
 
     @retried_on_conflict
     def endorse(self, actor: Actor, application_id: UUID) -> CityApplication:
@@ -347,6 +443,64 @@ class Registry(Application[UUID]):
         membership = city.end_membership(self._act(actor), reason, note)
         self.save(city)
         return membership
+
+    # --- personal data ------------------------------------------------------------------------
+
+    @retried_on_conflict
+    def update_contacts(self, actor: Actor, city_id: UUID, data: Any) -> list[str]:
+        """Record the city's new mayor and/or contact person; the persons updated."""
+        city = self._authorised_city(actor, Action.UPDATE_CONTACTS, city_id)
+        update = parse(ContactUpdate, data)
+        act = self._act(actor)
+        given = {p: getattr(update, p) for p in PERSONS if getattr(update, p) is not None}
+        with self.personal_data.staging():
+            for person, part in given.items():
+                city.update_contact(act, person,
+                                    self._sealed(city.id, person, part.model_dump(mode="json")))
+            self.save(city)
+        return list(given)
+
+    @retried_on_conflict
+    def erase_personal_data(self, actor: Actor, city_id: UUID, persons: Sequence[str] | None,
+                            reason: str) -> Erasure:
+        """Destroy the data keys of the city's mayors and/or contact persons (every one it
+        recorded) and record it; with no key left, nothing is recorded and the answer says so."""
+        authorise(actor, Action.ERASE_PERSONAL_DATA)
+        city = self._authorised_city(actor, Action.ERASE_PERSONAL_DATA, city_id)
+        chosen = chosen_persons(persons)
+        if not reason or not reason.strip():
+            raise InvalidInput("a reason is required", field="reason")
+        act = self._act(actor)
+        key_ids = self.personal_data.live(city.id, chosen)
+        before = sorted({k for e in city.erasures if set(e.persons) & set(chosen)
+                         for k in e.key_ids})
+        plaintext = self._plaintext_events(actor, city.id, chosen)
+        if key_ids:
+            with self.personal_data.staging():
+                city.erase_personal_data(act, chosen, key_ids, reason, plaintext)
+                self.personal_data.erase(key_ids)
+                self.save(city)
+            self.personal_data.purge()
+        return Erasure(city.id, chosen, sorted(key_ids), before, plaintext)
+
+    def plaintext_events(self, actor: Actor) -> dict[UUID, int]:
+        """Per city, how many events hold a person's values in the clear: stored before values
+        were sealed, beyond the reach of an erasure (the README's "Personal data" says why)."""
+        authorise(actor, Action.ERASE_PERSONAL_DATA)
+        counts: dict[UUID, int] = {}
+        for recorded in self._read_log():
+            data = vars(recorded.event)
+            if any(is_plaintext(person, part) for person, part in parts_of(data)):
+                city_id = data.get("city_id") or recorded.event.originator_id
+                counts[city_id] = counts.get(city_id, 0) + 1
+        return counts
+
+    def _plaintext_events(self, actor: Actor, city_id: UUID, persons: Sequence[str]) -> int:
+        """How many of the city's events hold these persons' values in the clear."""
+        return sum(
+            1 for recorded in self.history(actor, city_id)
+            if any(person in persons and is_plaintext(person, part)
+                   for person, part in parts_of(vars(recorded.event))))
 
     # --- history ------------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))  # tests.synthetic
 
 from application.registry import Registry  # noqa: E402
 from infrastructure.audit.log import StoredLog, verify  # noqa: E402
-from infrastructure.bootstrap import build_registry, initialise  # noqa: E402
+from infrastructure.bootstrap import build_data_keys, build_registry, initialise  # noqa: E402
 from infrastructure.eventstore.location import EventStoreLocation  # noqa: E402
 from infrastructure.eventstore.recorders import (  # noqa: E402
     PostgresRegistryRecorder,
@@ -88,7 +88,8 @@ def open_registry(url: str, chain: bool) -> Registry:
         env = {**location.library_env(create_table=False),  # both names: GNLC_ is read first
                "APPLICATION_RECORDER_TOPIC": get_topic(plain),
                "GNLC_APPLICATION_RECORDER_TOPIC": get_topic(plain)}
-        registry = Registry(env=env, clock=CLOCK, timezone=settings.timezone)
+        registry = Registry(env=env, clock=CLOCK, timezone=settings.timezone,
+                            personal_data=build_data_keys(settings))
     registry.intakes(SECRETARIAT)
     return registry
 

@@ -35,6 +35,8 @@ class Action(StrEnum):
     SUBMIT_REPORT = "submit_report"
     END_MEMBERSHIP = "end_membership"
     IMPORT_HISTORY = "import_history"
+    UPDATE_CONTACTS = "update_contacts"
+    ERASE_PERSONAL_DATA = "erase_personal_data"
     READ = "read"
     READ_PAST = "read_past"
     READ_FEED = "read_feed"
@@ -45,7 +47,8 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.SECRETARIAT: frozenset(Action),
     Role.NATIONAL_COMMISSION: frozenset({Action.ENDORSE, Action.DECLINE, Action.READ}),
     Role.CITY: frozenset(
-        {Action.SUBMIT_APPLICATION, Action.WITHDRAW, Action.SUBMIT_REPORT, Action.READ}
+        {Action.SUBMIT_APPLICATION, Action.WITHDRAW, Action.SUBMIT_REPORT,
+         Action.UPDATE_CONTACTS, Action.READ}
     ),
     Role.AUDITOR: frozenset({Action.READ, Action.READ_PAST, Action.READ_FEED}),
     Role.SUBSCRIBER: frozenset({Action.READ_FEED}),

@@ -20,6 +20,7 @@ from domain.errors import (
     InvalidTransition,
     NotAMember,
 )
+from domain.personal import PERSONS
 from domain.regulations import first_reporting_regulations
 from domain.reporting import report_due
 
@@ -65,6 +66,14 @@ def days_late(due: date | str, submitted_on: date | str) -> int:
     due_day, submitted = (d if isinstance(d, date) else date.fromisoformat(d)
                           for d in (due, submitted_on))
     return max(0, (submitted - due_day).days)
+
+
+@dataclass(frozen=True)
+class Erasure:
+    persons: tuple[str, ...]
+    key_ids: tuple[str, ...]
+    reason: str
+    at: datetime
 
 
 @dataclass
@@ -132,6 +141,10 @@ class City(AuditedAggregate):
         self.application_periods: dict[UUID, tuple[datetime, datetime | None]] = {}
         # The latest business time of an act on the memberships (start, report, end, retraction).
         self.membership_acts_until: datetime | None = None
+        # The mayor and contact person given since the city applied, sealed (domain.personal),
+        # and when: a contact update replaces the one of the latest application's form.
+        self.contacts: dict[str, tuple[datetime, dict[str, Any]]] = {}
+        self.erasures: list[Erasure] = []
 
     @classmethod
     def register(cls, act: Act, country: str, name: str) -> City:
@@ -235,6 +248,31 @@ class City(AuditedAggregate):
             membership.ended_on = self.ended_on
             membership.end_reason = self.reason
             city.membership_act(self.effective_at)
+
+    class ContactUpdated(AuditedAggregate.Event):
+        """A new mayor or contact person; `details` is the part with its personal values sealed
+        (domain.personal)."""
+
+        person: str
+        details: dict[str, Any]
+
+        def apply(self, city: City) -> None:
+            city.contacts[self.person] = (self.effective_at, self.details)
+
+    class PersonalDataErased(AuditedAggregate.Event):
+        """The data keys of persons of the city were destroyed: their sealed values can no
+        longer be read anywhere. Holds no personal data: who, when, why, which keys."""
+
+        persons: list[str]
+        key_ids: list[str]
+        reason: str
+        # Events that hold these persons' values in the clear (stored before values were
+        # sealed): the erasure cannot reach them without breaking the audit chain.
+        plaintext_events: int
+
+        def apply(self, city: City) -> None:
+            city.erasures.append(Erasure(
+                tuple(self.persons), tuple(self.key_ids), self.reason, self.effective_at))
 
     def membership_act(self, at: datetime) -> None:
         """Note the time of an act on a membership (the history import must come after it)."""
@@ -365,6 +403,27 @@ class City(AuditedAggregate):
                     f"imported membership may not overlap it (a member does not apply, and a "
                     f"city has one open application at a time); this one runs from {admitted} "
                     f"{runs}", field="admitted_on")
+
+    def update_contact(self, act: Act, person: str, details: dict[str, Any]) -> None:
+        """Record a new mayor or contact person (`details` already sealed)."""
+        if person not in PERSONS:
+            raise InvalidInput(f"person must be one of {', '.join(PERSONS)}, got {person!r}",
+                               field="person")
+        self.trigger_event(self.ContactUpdated, person=person, details=details,
+                           **act.event_fields())
+
+    def erase_personal_data(self, act: Act, persons: tuple[str, ...], key_ids: list[str],
+                            reason: str, plaintext_events: int) -> None:
+        """Record the erasure of the persons' data keys (the keys are destroyed with it)."""
+        if not reason.strip():
+            raise InvalidInput("a reason is required", field="reason")
+        if not key_ids:
+            raise InvalidTransition(
+                f"no data key of the {' or '.join(persons)} of {self.name} ({self.country}) "
+                "is left to erase")
+        self.trigger_event(self.PersonalDataErased, persons=list(persons),
+                           key_ids=sorted(key_ids), reason=reason.strip(),
+                           plaintext_events=plaintext_events, **act.event_fields())
 
     def retract_membership(self, act: Act, application_id: UUID, reason: str) -> None:
         """Undo the membership an admission started, unless it already has a report."""

@@ -135,6 +135,19 @@ class ApplicationForm(Strict):
     signed_on: IsoDate
 
 
+class ContactUpdate(Strict):
+    """A city's new mayor and/or contact person (each replaces the one recorded before)."""
+
+    mayor: Mayor | None = None
+    contact: ContactPerson | None = None
+
+    @model_validator(mode="after")
+    def _someone(self) -> ContactUpdate:
+        if self.mayor is None and self.contact is None:
+            raise ValueError("give the new mayor, the new contact person, or both")
+        return self
+
+
 class ProgressReport(Strict):
     """A biennial progress report."""
 

@@ -10,13 +10,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 
 from application.clock import Clock, SystemClock
 from application.registry import Registry
 from infrastructure.audit.log import StoredLog
 from infrastructure.console import ConsoleServices, add_console
+from infrastructure.eventstore.data_keys import DataKeys, master_key
 from infrastructure.eventstore.head_watch import HeadWatcher
 from infrastructure.eventstore.location import EventStoreLocation
 from infrastructure.feed.nats_relay import NatsRelay, NatsTarget, RelayPositions
@@ -63,7 +64,29 @@ def build_registry(settings: Settings, clock: Clock | None = None) -> Registry:
         env=event_store(settings).library_env(create_table=False),
         clock=clock or SystemClock(),
         timezone=settings.timezone,
+        personal_data=build_data_keys(settings),
     )
+
+
+def event_store_engine(location: EventStoreLocation, pool_size: int = 5) -> Engine:
+    """An SQLAlchemy engine on the event store's own database (its tables beside the log's)."""
+    if location.is_postgres:
+        return create_engine(read_model_url(location), pool_size=pool_size,
+                             max_overflow=4 * pool_size)
+    return read_model_engine(URL.create("sqlite", database=str(location.sqlite_path)), None)
+
+
+def build_data_keys(settings: Settings) -> DataKeys:
+    """The data keys of personal values, in their table in the event store's database (the
+    recorders write them in the transaction of the events that use them)."""
+    location = event_store(settings)
+    keys = DataKeys(event_store_engine(location),
+                    location.schema if location.is_postgres else None,
+                    master_key(settings.master_key.get_secret_value()
+                               if settings.master_key else None))
+    with location.schema_lock():
+        keys.create()
+    return keys
 
 
 def read_model_url(location: EventStoreLocation) -> URL:
@@ -105,13 +128,9 @@ def build_idempotency_keys(settings: Settings) -> IdempotencyKeys:
     """The idempotency keys, in the event store's database: the recorders write a key in the
     transaction of its command's events (see infrastructure/http/idempotency.py)."""
     location = event_store(settings)
-    if location.is_postgres:
-        # An engine of their own: a keyed request holds a connection (its advisory lock) while
-        # it runs, which must not starve the read models' pool.
-        engine = create_engine(read_model_url(location), pool_size=10, max_overflow=40)
-    else:
-        engine = read_model_engine(URL.create("sqlite", database=str(location.sqlite_path)),
-                                   None)
+    # An engine of their own: a keyed request holds a connection (its advisory lock) while
+    # it runs, which must not starve the read models' pool.
+    engine = event_store_engine(location, pool_size=10)
     keys = IdempotencyKeys(engine, location.schema if location.is_postgres else None,
                            lock_dir(location))
     with location.schema_lock():

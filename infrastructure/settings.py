@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infrastructure.eventstore.data_keys import master_key
 
 
 class Settings(BaseSettings):
@@ -51,6 +53,19 @@ class Settings(BaseSettings):
         "sends a heartbeat comment"
     )
 
+    master_key: SecretStr | None = Field(
+        default=None, description="32 bytes in base64 (`gnlc privacy new-master-key` makes "
+        "one): every data key of personal values is stored wrapped by it; without it they are "
+        "stored as they are"
+    )
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            master_key(value.get_secret_value())  # refuses anything but 32 bytes in base64
+        return value or None
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -63,5 +78,8 @@ class Settings(BaseSettings):
 
 def settings_environment(settings: Settings) -> dict[str, str]:
     """The settings as `GNLC_*` variables: what a child process reads back as the same settings."""
+    values = settings.model_dump()
+    if settings.master_key is not None:
+        values["master_key"] = settings.master_key.get_secret_value()
     return {f"GNLC_{name.upper()}": str(value)
-            for name, value in settings.model_dump().items()}
+            for name, value in values.items() if value is not None}

@@ -9,12 +9,13 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
-from application.registry import RecordedEvent, Registry
+from application.registry import PersonalDataKeys, RecordedEvent, Registry
 from domain.applications import CityApplication
 from domain.cities import City
 from domain.intakes import Intake
 from infrastructure.eventstore.recorded_times import RecordedTimes
-from projections.public import ENVELOPE, masked_form
+from projections.base import Row
+from projections.public import ENVELOPE
 
 
 def plain(value: Any) -> Any:
@@ -38,8 +39,10 @@ def intake_view(intake: Intake) -> dict[str, Any]:
     return {"year": intake.year, "opens": str(intake.opens), "closes": str(intake.closes)}
 
 
-def application_view(application: CityApplication, personal: bool = True) -> dict[str, Any]:
-    """The application; without `personal`, its form's personal fields are null."""
+def application_view(keys: PersonalDataKeys, application: CityApplication,
+                     personal: bool = True) -> dict[str, Any]:
+    """The application; its form's personal values opened with `personal`, null without,
+    marked `erased` once erased."""
     view: dict[str, Any] = plain(
         {
             "application_id": application.id,
@@ -57,8 +60,7 @@ def application_view(application: CityApplication, personal: bool = True) -> dic
             "version": application.version,
         }
     )
-    if not personal:
-        view["form"] = masked_form(view["form"])
+    view["form"] = keys.shown([{"form": view["form"]}], personal)[0]["form"]
     return view
 
 
@@ -78,23 +80,28 @@ def city_view(city: City) -> dict[str, Any]:
     )
 
 
-def audit_state_view(city: City | None, applications: list[CityApplication],
-                     personal: bool = True) -> dict[str, Any]:
-    """A city's state at a past point: the city and its applications (None before it existed)."""
+def audit_state_view(keys: PersonalDataKeys, city: City | None,
+                     applications: list[CityApplication], personal: bool = True
+                     ) -> dict[str, Any]:
+    """A city's state at a past point: the city and its applications (None before it existed).
+    Personal values are shown as they are now: erased ones erased, at any past point."""
     return {"city": city_view(city) if city is not None else None,
-            "applications": [application_view(a, personal) for a in applications]}
+            "applications": [application_view(keys, a, personal) for a in applications]}
 
 
 def history_view(registry: Registry, history: Sequence[RecordedEvent],
                  personal: bool = True) -> list[dict[str, Any]]:
     """Events in history, each with its chain row's recorded time (what `known_at` compares)."""
     times = RecordedTimes(registry.recorder).of([r.position for r in history])
-    return [event_view(r, personal, times.get(r.position)) for r in history]
+    views = [event_view(r, times.get(r.position)) for r in history]
+    shown = registry.personal_data.shown([v["data"] for v in views], personal)
+    for view, data in zip(views, shown, strict=True):
+        view["data"] = data
+    return views
 
 
-def event_view(recorded: RecordedEvent, personal: bool = True,
-               recorded_at: str | None = None) -> dict[str, Any]:
-    """An event in history; without `personal`, a form's personal fields are null.
+def event_view(recorded: RecordedEvent, recorded_at: str | None = None) -> dict[str, Any]:
+    """An event in history, its personal values as stored (sealed): see `history_view`.
 
     `recorded_at`: its chain row's time (see `history_view`); the event's own timestamp, taken
     before the write lock, only for an event without one (a log that does not verify)."""
@@ -102,8 +109,6 @@ def event_view(recorded: RecordedEvent, personal: bool = True,
     data = {
         f.name: getattr(event, f.name) for f in fields(event) if f.name not in ENVELOPE
     }
-    if not personal and isinstance(data.get("form"), dict):
-        data["form"] = masked_form(data["form"])
     return plain(
         {
             "position": recorded.position,
@@ -117,3 +122,18 @@ def event_view(recorded: RecordedEvent, personal: bool = True,
             "data": data,
         }
     )
+
+
+def with_contacts(keys: PersonalDataKeys, members: list[Row], contacts: list[Row],
+                  personal: bool) -> list[Row]:
+    """Members, each with its current mayor and contact person (`contacts` rows): their
+    personal values opened with `personal`, null without, marked `erased` once erased."""
+    wanted = {str(m["city_id"]) for m in members}
+    found = [c for c in contacts if str(c["city_id"]) in wanted]
+    shown = keys.shown([{"person": c["person"], "details": c["details"]} for c in found],
+                       personal)
+    by_city: dict[str, dict[str, Any]] = {}
+    for row, data in zip(found, shown, strict=True):
+        by_city.setdefault(str(row["city_id"]), {})[row["person"]] = {
+            **data["details"], "since": plain(row["since"]), "source": row["source"]}
+    return [{**m, "contacts": by_city.get(str(m["city_id"]), {})} for m in members]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.applications import CityApplication
 from domain.cities import City
 from domain.intakes import IntakeCalendar
+from domain.personal import PERSONS, Person, shown_part
 from domain.quotas import QuotaLedger
 
 Jury = Literal["recommended", "not_recommended"]
@@ -144,6 +145,27 @@ class MembershipEnded(Data):
     ended_on: date
 
 
+class ContactUpdated(Data):
+    """A new mayor or contact person of the city."""
+
+    person: Person
+    details: dict[str, Any] = Field(description=(
+        "The person's part of the form (as in application.submitted); their name, e-mail, "
+        "phone and postal address are null unless the reader holds the personal_data scope, "
+        "and `erased` is true once they were erased"))
+
+
+class PersonalDataErased(Data):
+    """The personal data of persons of the city were erased (their data keys destroyed)."""
+
+    persons: list[Person]
+    key_ids: list[str]
+    reason: str
+    plaintext_events: int = Field(description=(
+        "events of these persons stored in the clear before values were sealed, which the "
+        "erasure cannot reach (see the README, Personal data)"))
+
+
 class QuotaOpened(Data):
     country: str
     year: int
@@ -189,6 +211,8 @@ CONTRACT: dict[type, PublicType] = {
     City.MembershipRetracted: PublicType("membership.retracted", 1, MembershipRetracted),
     City.ReportSubmitted: PublicType("report.submitted", 2, ReportSubmitted),
     City.MembershipEnded: PublicType("membership.ended", 1, MembershipEnded),
+    City.ContactUpdated: PublicType("city.contact_updated", 1, ContactUpdated),
+    City.PersonalDataErased: PublicType("city.personal_data_erased", 1, PersonalDataErased),
     QuotaLedger.Opened: PublicType("quota.opened", 1, QuotaOpened),
     QuotaLedger.PlaceTaken: PublicType("quota.place_taken", 1, PlaceTaken),
     QuotaLedger.PlaceFreed: PublicType("quota.place_freed", 1, PlaceFreed),
@@ -202,8 +226,6 @@ ENVELOPE = frozenset({
     "originator_id", "originator_version", "originator_topic", "timestamp",
     "actor", "effective_at", "clock_overridden", "source", "correlation_id",
 })
-# Personal data in Part 1 of the form (see domain.md): masked without the personal_data scope.
-PERSONAL = {"mayor": ("full_name",), "contact": ("full_name", "email", "phone")}
 
 
 def event_id(originator_id: UUID, originator_version: int) -> UUID:
@@ -217,18 +239,20 @@ def data_of(event: Any) -> dict[str, Any]:
 
 
 def masked(type_name: str, data: dict[str, Any]) -> dict[str, Any]:
-    """The data with personal fields set to null (a copy; the input is not changed)."""
-    if type_name != "application.submitted":
-        return data
-    return {**data, "form": masked_form(data["form"])}
+    """The data with personal fields set to null and no sealed values (a copy)."""
+    if type_name == "application.submitted":
+        return {**data, "form": masked_form(data["form"])}
+    if type_name == "city.contact_updated" and isinstance(data.get("details"), dict):
+        return {**data, "details": shown_part(data["person"], data["details"], None, False)}
+    return data
 
 
 def masked_form(form: dict[str, Any]) -> dict[str, Any]:
-    """Part 1 of the form with the mayor's and contact's names, e-mail and phone set to null."""
+    """Part 1 of the form with the persons' names, e-mail, phone and address set to null."""
     masked = dict(form)
-    for part, fields in PERSONAL.items():
-        if isinstance(masked.get(part), dict):
-            masked[part] = {k: (None if k in fields else v) for k, v in masked[part].items()}
+    for person in PERSONS:
+        if isinstance(masked.get(person), dict):
+            masked[person] = shown_part(person, masked[person], None, False)
     return masked
 
 

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from application.registry import Registry
-from infrastructure.bootstrap import event_store, initialise
+from infrastructure.bootstrap import build_data_keys, event_store, initialise
 from infrastructure.cli import app
 from infrastructure.settings import Settings
 from tests.conftest import (
@@ -36,6 +36,9 @@ RECORDED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00").fullmatch
 HASH = re.compile(r"[0-9a-f]{64}").fullmatch
 # The library's own timestamp inside a stored state: the real clock when the event was made.
 TIMESTAMP = re.compile(rb'"timestamp": ?\{"_type_": ?"datetime_iso", ?"_data_": ?"[^"]*"\}')
+# A person's sealed values: a random key and nonce in each store (domain/personal.py).
+SEALED = re.compile(
+    rb'"sealed": ?\{"key_id": ?"[^"]*", ?"alg": ?"A256GCM", ?"ciphertext": ?"[^"]*"\}')
 
 
 def registry_on(database_url: str, clock: SettableClock, ids: Iterator[UUID]) -> Registry:
@@ -43,7 +46,8 @@ def registry_on(database_url: str, clock: SettableClock, ids: Iterator[UUID]) ->
     settings = Settings(database_url=database_url)
     initialise(settings)
     return Registry(env=event_store(settings).library_env(create_table=False), clock=clock,
-                    timezone=settings.timezone, new_id=lambda: next(ids))
+                    timezone=settings.timezone, new_id=lambda: next(ids),
+                    personal_data=build_data_keys(settings))
 
 
 def write_history(database_url: str) -> UUID:
@@ -143,13 +147,15 @@ def normalised(line: dict[str, Any]) -> dict[str, Any]:
     - `position`: the store's (PostgreSQL's positions may have gaps); the lines' order stays;
     - `recorded_at` and the library's `timestamp` inside the state: the real clock when each
       store recorded them (checked to be a recorded time, and left out);
-    - `hash` and `previous_hash`: they cover both (each export is verified on its own).
+    - `hash` and `previous_hash`: they cover both (each export is verified on its own);
+    - a person's sealed values: encrypted under a fresh random key in each store.
     Everything else, the state's bytes included, must be equal."""
     assert RECORDED(line["recorded_at"]), line["recorded_at"]
     assert HASH(line["hash"]) and HASH(line["previous_hash"])
     state = base64.b64decode(line["state"])
     without_time, found = TIMESTAMP.subn(b'"timestamp":"-"', state)
     assert found == 1, state
+    without_time = SEALED.sub(b'"sealed":"-"', without_time)
     kept = {k: v for k, v in line.items()
             if k not in ("position", "recorded_at", "hash", "previous_hash", "state")}
     return {**kept, "state": without_time.decode()}

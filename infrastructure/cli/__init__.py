@@ -12,6 +12,7 @@ from infrastructure.cli import (  # noqa: F401
     imports,
     intakes,
     memberships,
+    privacy,
     projections,
     queries,
     records,

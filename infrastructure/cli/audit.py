@@ -91,7 +91,7 @@ def audit_state(
         limit = stored_log(s).limit(position, moment)
         state = s.registry().city_at(s.actor(Role.AUDITOR), parse_id(city, "city_id"), day,
                                      limit)
-        return audit_state_view(*state)
+        return audit_state_view(s.registry().personal_data, *state)
     run_in_session(ctx, as_json, action)
 
 

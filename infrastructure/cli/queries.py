@@ -25,6 +25,7 @@ from infrastructure.cli.session import (
     parse_timestamp,
     run_in_session,
 )
+from infrastructure.views import with_contacts
 from projections import answers
 
 
@@ -43,6 +44,15 @@ def past_options(as_of: str | None, known_at: str | None) -> tuple[date | None, 
             parse_timestamp(known_at, "known_at") if known_at else None)
 
 
+def contact_line(contacts: dict[str, dict[str, Any]]) -> str:
+    """The current mayor and contact person on one line (a table's cell)."""
+    def one(part: dict[str, Any]) -> str:
+        if part.get("erased"):
+            return "(erased)"
+        return " ".join(str(part[k]) for k in ("full_name", "email") if part.get(k)) or "-"
+    return "; ".join(f"{person}: {one(part)}" for person, part in contacts.items())
+
+
 @app.command("members")
 def members_command(
     ctx: typer.Context, country: CountryOption = None,
@@ -59,7 +69,11 @@ def members_command(
         reader = s.actor(Role.SECRETARIAT)
         scope = read_scope(reader, code, past=day is not None or moment is not None)
         rows = scope.narrow(s.read_side().rows("members", day, moment, reader=reader))
-        return answers.members(rows, on, scope.country, status)
+        members = answers.members(rows, on, scope.country, status)
+        contacts = s.read_side().rows("contacts", day, moment, reader=reader)
+        shown = with_contacts(s.registry().personal_data, members, contacts, personal=True)
+        return shown if as_json else [{**m, "contacts": contact_line(m["contacts"])}
+                                      for m in shown]
     run_in_session(ctx, as_json, action)
 
 

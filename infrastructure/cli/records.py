@@ -18,7 +18,8 @@ app.add_typer(show_app, name="show")
 @show_app.command("application")
 def show_application(ctx: typer.Context, application_id: str, as_json: JsonFlag = False) -> None:
     """The current state of an application."""
-    run_in_session(ctx, as_json, lambda s: application_view(s.registry().application(
+    run_in_session(ctx, as_json, lambda s: application_view(
+        s.registry().personal_data, s.registry().application(
         s.actor(Role.SECRETARIAT), parse_id(application_id, "application_id"))))
 
 

@@ -392,7 +392,8 @@ class Console:
                 quota = self._quota(ctx, found.country, found.intake_year)
             except GnlcError as error:
                 return self.refused(ctx, error)
-            return self.render(ctx, "admit.html", application=application_view(found, False),
+            return self.render(ctx, "admit.html",
+                               application=application_view(reg.personal_data, found, False),
                                quota=quota)
 
         @r.post("/console/applications/{application_id}/{action}")
@@ -574,7 +575,8 @@ class Console:
         actor = ctx.actor
         assert actor is not None
         found = self.s.registry.application(actor, application_id)
-        view = application_view(found, PERSONAL_DATA in actor.scopes)
+        view = application_view(self.s.registry.personal_data, found,
+                                PERSONAL_DATA in actor.scopes)
         actions = [a for a in ACTIONS if Action(a) in ctx.may]
         status = problems.for_error(error)[0] if error else 200
         return self.render(ctx, "application.html", status, application=view, actions=actions,
@@ -608,7 +610,7 @@ class Console:
         status = problems.for_error(error)[0] if error else 200
         return self.render(ctx, "city.html", status, city=view, timeline=list(reversed(timeline)),
                            cycles=cycles, as_of=as_of, error=error, done=done,
-                           past_applications=[application_view(a, personal)
+                           past_applications=[application_view(reg.personal_data, a, personal)
                                               for a in applications])
 
     def _quota(self, ctx: Context, country: str, year: int) -> Row | None:

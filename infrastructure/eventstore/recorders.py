@@ -18,6 +18,8 @@ from psycopg.sql import SQL, Identifier
 
 from infrastructure.eventstore.chain import CHAIN_TABLE, GENESIS, extend, recorded_now
 from infrastructure.eventstore.command_keys import COLUMNS, COMMAND_KEYS_TABLE, key_row
+from infrastructure.eventstore.data_keys import COLUMNS as KEY_COLUMNS
+from infrastructure.eventstore.data_keys import DATA_KEYS_TABLE, staged_rows
 
 # The library version whose private insert steps these recorders extend (and whose PostgreSQL
 # `insert_events` commits before re-raising): review this module, then change it with the pin.
@@ -40,6 +42,14 @@ class UnsupportedSetting(OSError):
 class CommandKeyWriteFailed(DatabaseError):
     """The Idempotency-Key row of a command could not be written (other than a key already
     recorded, which is a conflict); the events were rolled back with it."""
+
+
+class DataKeyWriteFailed(DatabaseError):
+    """The data keys of the events' personal values could not be written (or an erasure's
+    keys destroyed); the events were rolled back with them."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the data keys could not be recorded, nothing was stored: {detail}")
 
 
 def _failed(error: Exception) -> ChainWriteFailed:
@@ -116,6 +126,10 @@ class SQLiteRegistryRecorder(SQLiteApplicationRecorder):
             # A key already recorded is an IntegrityError: the library rolls back, as for a
             # version conflict.
             self._record_command_key(c, positions)
+            try:
+                self._record_data_keys(c)
+            except Exception as error:
+                raise DataKeyWriteFailed(f"{type(error).__name__}: {error}") from error
         return positions
 
     def _extend_chain(self, c: SQLiteCursor, positions: Sequence[int],
@@ -134,6 +148,20 @@ class SQLiteRegistryRecorder(SQLiteApplicationRecorder):
         if row is not None:
             c.execute(f"INSERT INTO {COMMAND_KEYS_TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                       row)
+
+
+    def _record_data_keys(self, c: SQLiteCursor) -> None:
+        """The data keys the events' personal values were sealed with, and the destruction of
+        the keys an erasure names: in the events' transaction (see eventstore/data_keys.py)."""
+        new, erased = staged_rows()
+        if new:
+            c.executemany(f"INSERT INTO {DATA_KEYS_TABLE} ({KEY_COLUMNS}) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", new)
+        if erased:
+            # The freed bytes of the old row are overwritten with zeros, not left in the page.
+            c.execute("PRAGMA secure_delete = ON")
+            c.executemany(f"UPDATE {DATA_KEYS_TABLE} SET data_key = NULL, wrapped_by = NULL, "
+                          "erased_at = ? WHERE key_id = ?", erased)
 
 
 class PostgresRegistryRecorder(PostgresApplicationRecorder):
@@ -187,6 +215,14 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
                     self._extend_chain(curs, positions, stored_events)
             except Exception as error:
                 raise _RollBack(_failed(error)) from error
+            new, erased = staged_rows()
+            if new or erased:
+                try:
+                    with curs.connection.pipeline():
+                        self._record_data_keys(curs, new, erased)
+                except Exception as error:
+                    raise _RollBack(DataKeyWriteFailed(
+                        f"{type(error).__name__}: {error}")) from error
             row = key_row(list(positions))
             if row is None:  # not a keyed command: no second pipeline sync (a round trip)
                 return positions
@@ -201,6 +237,19 @@ class PostgresRegistryRecorder(PostgresApplicationRecorder):
                     f"the command's Idempotency-Key could not be recorded, nothing was stored: "
                     f"{type(error).__name__}: {error}")) from error
         return positions
+
+    def _record_data_keys(self, curs: Cursor[DictRow], new: Sequence[Sequence[object]],
+                          erased: Sequence[Sequence[object]]) -> None:
+        """The data keys of the events' sealed values, and the destruction of an erasure's
+        keys, in the events' transaction (see eventstore/data_keys.py)."""
+        table = SQL("{}.{}").format(Identifier(self.datastore.schema),
+                                    Identifier(DATA_KEYS_TABLE))
+        if new:
+            curs.executemany(SQL("INSERT INTO {} (" + KEY_COLUMNS + ") "
+                                 "VALUES (%s, %s, %s, %s, %s, %s)").format(table), new)
+        if erased:
+            curs.executemany(SQL("UPDATE {} SET data_key = NULL, wrapped_by = NULL, "
+                                 "erased_at = %s WHERE key_id = %s").format(table), erased)
 
     def _extend_chain(self, curs: Cursor[DictRow], positions: Sequence[int],
                       stored_events: Sequence[StoredEvent]) -> None:

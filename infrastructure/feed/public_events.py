@@ -37,6 +37,8 @@ from infrastructure.views import plain
 from projections.public import CONTRACT, ENVELOPE, data_of, masked
 
 FEED_TOPICS = sorted(get_topic(cls) for cls in CONTRACT)
+# The public types that hold personal values (sealed: see domain/personal.py).
+PERSONAL_TYPES = frozenset({"application.submitted", "city.contact_updated"})
 SCAN_PAGE = 1000
 WINDOW_ROWS = 2  # positions per row asked for (at least SCAN_PAGE) in one query: Feed.page
 
@@ -70,7 +72,8 @@ class FeedEvent:
         return event
 
     def public(self, personal_data: bool) -> dict[str, Any]:
-        """The JSON form; personal fields are null unless the reader may see them."""
+        """The JSON form; personal fields are null without `personal_data`, sealed with it
+        (`Feed.public` opens them)."""
         data = self.data if personal_data else masked(self.type, self.data)
         return {
             "position": self.position, "id": self.id, "type": self.type,
@@ -213,6 +216,20 @@ class Feed:
 
     def head(self) -> int:
         return self.registry.recorder.max_notification_id() or 0
+
+    def public(self, events: Sequence[FeedEvent], personal_data: bool) -> list[dict[str, Any]]:
+        """The events' JSON forms. Personal values are null without `personal_data`; with it
+        they are opened with their data keys (one query for the page), and shown erased once
+        the keys are gone: read at each call, so an erasure shows in every process at once."""
+        shown = [event.public(personal_data) for event in events]
+        if not personal_data:
+            return shown
+        personal = [form for form in shown if form["type"] in PERSONAL_TYPES]
+        if personal:
+            opened = self.registry.personal_data.shown([f["data"] for f in personal], True)
+            for form, data in zip(personal, opened, strict=True):
+                form["data"] = data
+        return shown
 
     def page(self, after: int, limit: int, where: Filter = Filter()
              ) -> tuple[list[FeedEvent], int]:

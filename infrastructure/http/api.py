@@ -23,7 +23,14 @@ from domain.applications import CityApplication, Status
 from domain.calendar import local_date
 from domain.cities import City, Report
 from domain.errors import GnlcError, InvalidInput, NotAuthenticated
-from domain.forms import ApplicationForm, CountryCode, IsoDate, IsoDateTime, ProgressReport
+from domain.forms import (
+    ApplicationForm,
+    ContactUpdate,
+    CountryCode,
+    IsoDate,
+    IsoDateTime,
+    ProgressReport,
+)
 from domain.intakes import IntakeCalendar
 from domain.quotas import QuotaLedger
 from infrastructure.http import problems
@@ -35,8 +42,11 @@ from infrastructure.http.schemas import (
     ApplicationPage,
     ApplicationView,
     CityView,
+    ContactsWritten,
     DeadlinePage,
     Empty,
+    ErasureRequest,
+    ErasureWritten,
     EventView,
     ExtensionRequest,
     Health,
@@ -54,7 +64,14 @@ from infrastructure.http.schemas import (
     Submitted,
 )
 from infrastructure.readmodels.read_side import ReadSide
-from infrastructure.views import application_view, city_view, history_view, intake_view, plain
+from infrastructure.views import (
+    application_view,
+    city_view,
+    history_view,
+    intake_view,
+    plain,
+    with_contacts,
+)
 from projections import answers
 from projections.base import Row
 
@@ -323,6 +340,42 @@ def _commands(api: FastAPI, s: Services) -> None:
                         lambda _: {"city_id": city_id, "status": "ended"})
 
 
+    @api.post("/cities/{city_id}/contacts", response_model=ContactsWritten, tags=["cities"])
+    def update_contacts(request: Request, city_id: CityId, body: ContactUpdate, actor: Caller,
+                        key: IdempotencyKey = None) -> JSONResponse:
+        """A new mayor and/or contact person (the city itself, or the secretariat)."""
+        # The answer names who was updated, never their data: it is kept for retries.
+        def action() -> dict[str, Any]:
+            return {"city_id": city_id, "updated": reg.update_contacts(actor, city_id, body)}
+        return _command(s, request, actor, key, body, 200, action, lambda c: {
+            "city_id": city_id,
+            "updated": [e.person for e in c.events if isinstance(e, City.ContactUpdated)]})
+
+    @api.post("/cities/{city_id}/personal-data/erasure", response_model=ErasureWritten,
+              tags=["cities"])
+    def erase_personal_data(request: Request, city_id: CityId, body: ErasureRequest,
+                            actor: Caller, key: IdempotencyKey = None) -> JSONResponse:
+        """Erase the personal data of the city's mayors and/or contact persons (the
+        secretariat): their data keys are destroyed; a `city.personal_data_erased` event
+        records who, when, why and which keys. With every key gone already, nothing is
+        recorded and `recorded` is false."""
+        def action() -> dict[str, Any]:
+            done = reg.erase_personal_data(actor, city_id, body.persons, body.reason)
+            return {"city_id": city_id, "persons": list(done.persons),
+                    "recorded": done.recorded, "erased_key_ids": done.erased_key_ids,
+                    "erased_before": done.erased_before,
+                    "plaintext_events": done.plaintext_events,
+                    "message": None if done.recorded else (
+                        "nothing to erase: every data key of these persons is gone already")}
+
+        def replay(c: Committed) -> dict[str, Any]:
+            e = c.event(City.PersonalDataErased)
+            return {"city_id": city_id, "persons": e.persons, "recorded": True,
+                    "erased_key_ids": e.key_ids, "erased_before": [],
+                    "plaintext_events": e.plaintext_events, "message": None}
+        return _command(s, request, actor, key, body, 200, action, replay)
+
+
 # --- queries ---------------------------------------------------------------------------------
 
 Country = Annotated[CountryCode | None, Query(description="ISO 3166-1 alpha-2")]
@@ -364,6 +417,18 @@ async def _rows(s: Services, actor: Actor, scope: ReadScope, table: str, as_of: 
     return scope.narrow(s.read_side.stored_rows(table, country=scope.country))
 
 
+def _with_contacts(s: Services, actor: Actor, members: list[Row], as_of: date | None,
+                   known_at: datetime | None) -> list[Row]:
+    """The members with their current mayor and contact person (as of the same point)."""
+    if not members:
+        return members
+    contacts = (s.read_side.rows("contacts", as_of, known_at, reader=actor)
+                if as_of is not None or known_at is not None
+                else s.read_side.stored_rows("contacts"))
+    return with_contacts(s.registry.personal_data, members, contacts,
+                         PERSONAL_DATA in actor.scopes)
+
+
 def _page(rows: list[Row], order: str, limit: int, cursor: str | None) -> dict[str, Any]:
     found = answers.page(rows, order, limit, cursor)
     return {"items": found.items, "total": found.total, "next_cursor": found.next_cursor}
@@ -385,7 +450,10 @@ def _queries(api: FastAPI, s: Services) -> None:
         scope = _scope(actor, country, as_of, known_at)
         rows = await _rows(s, actor, scope, "members", as_of, known_at, min_position)
         on = today or as_of or _today(s, None)
-        return _page(answers.members(rows, on, scope.country, status), "members", limit, cursor)
+        page = _page(answers.members(rows, on, scope.country, status), "members", limit, cursor)
+        page["items"] = await run_in_threadpool(
+            _with_contacts, s, actor, page["items"], as_of, known_at)
+        return page
 
     @api.get("/quotas", response_model=QuotaPage, tags=["queries"])
     async def quotas(actor: Caller, year: Year = None, country: Country = None, as_of: AsOf = None,
@@ -420,7 +488,7 @@ def _queries(api: FastAPI, s: Services) -> None:
     @api.get("/applications/{application_id}", response_model=ApplicationView,
              tags=["applications"])
     def application(application_id: ApplicationId, actor: Caller) -> dict[str, Any]:
-        return application_view(reg.application(actor, application_id),
+        return application_view(reg.personal_data, reg.application(actor, application_id),
                                 PERSONAL_DATA in actor.scopes)
 
     @api.get("/cities/{city_id}", response_model=CityView, tags=["cities"])

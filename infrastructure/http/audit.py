@@ -52,4 +52,5 @@ def add_audit_routes(api: FastAPI, registry: Registry, log: StoredLog) -> None:
             raise InvalidInput("known_at must carry a UTC offset (e.g. +01:00)", field="known_at")
         city, applications = registry.city_at(actor, city_id, as_of,
                                               log.limit(position, known_at))
-        return audit_state_view(city, applications, PERSONAL_DATA in actor.scopes)
+        return audit_state_view(registry.personal_data, city, applications,
+                                PERSONAL_DATA in actor.scopes)

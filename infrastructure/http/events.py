@@ -108,7 +108,7 @@ def add_event_routes(api: FastAPI, services: EventServices) -> None:
         personal = _reader(actor)
         where = _filter(types, country, city)
         found, next_after = feed.page(after, limit, where)
-        body = _json({"events": [e.public(personal) for e in found], "next_after": next_after})
+        body = _json({"events": feed.public(found, personal), "next_after": next_after})
         return Response(body, media_type="application/json")
 
     @api.get("/events/stream", tags=["events"], response_class=StreamingResponse,
@@ -161,13 +161,14 @@ async def _events(request: Request, feed: Feed, watcher: HeadWatcher, after: int
     while not await request.is_disconnected():
         found, after = await run_in_threadpool(feed.page, after, STREAM_PAGE, where)
         if found:
-            yield "".join(_message(event, personal) for event in found)
+            shown = await run_in_threadpool(feed.public, found, personal)
+            yield "".join(_message(event, form) for event, form in zip(found, shown, strict=True))
         if not found and not await watcher.wait_beyond(after, heartbeat):
             yield ": heartbeat\n\n"
 
 
-def _message(event: FeedEvent, personal: bool) -> str:
-    data = _json(event.public(personal)).decode()
+def _message(event: FeedEvent, form: dict[str, Any]) -> str:
+    data = _json(form).decode()
     return f"id: {event.position}\nevent: {event.type}\ndata: {data}\n\n"
 
 

@@ -27,6 +27,7 @@ from domain.errors import (
     NotFound,
     RuleViolation,
 )
+from infrastructure.eventstore.data_keys import KeyUnavailable
 from infrastructure.http.idempotency import KeyReusedWithOtherRequest, StillRunning
 from infrastructure.http.limits import retry_after
 from infrastructure.http.schemas import Problem
@@ -154,6 +155,12 @@ def install(api: FastAPI) -> None:
     @api.exception_handler(Behind)
     async def behind(_: Request, error: Behind) -> JSONResponse:
         return response(503, body(503, "unavailable", str(error)), {"Retry-After": "1"})
+
+    @api.exception_handler(KeyUnavailable)
+    async def key_unavailable(_: Request, error: KeyUnavailable) -> JSONResponse:
+        log.error("data key unavailable: %s", error)
+        return response(503, body(503, "unavailable", "personal data cannot be opened: the "
+                                  "data keys are unavailable (see the server's log)"))
 
     @api.exception_handler(Busy)
     async def busy(_: Request, error: Busy) -> JSONResponse:

@@ -38,6 +38,12 @@ class ReasonRequest(Body):
     reason: Reason
 
 
+class ErasureRequest(Body):
+    reason: Reason
+    persons: list[Literal["mayor", "contact"]] | None = Field(
+        default=None, min_length=1, description="whose data to erase; default: both")
+
+
 class AdmissionRequest(Body):
     reason: Reason | None = None
     jury: Literal["recommended", "not_recommended"] | None = None
@@ -96,6 +102,23 @@ class ReportWritten(Written):
     late: bool
 
 
+class ContactsWritten(Written):
+    city_id: UUID
+    updated: list[Literal["mayor", "contact"]]
+
+
+class ErasureWritten(Written):
+    city_id: UUID
+    persons: list[Literal["mayor", "contact"]]
+    recorded: bool = Field(description="false: every key was gone already, nothing recorded")
+    erased_key_ids: list[str]
+    erased_before: list[str] = Field(description="keys of these persons erased before")
+    plaintext_events: int = Field(description=(
+        "events of these persons stored in the clear before values were sealed, which no "
+        "erasure can reach (README, Personal data)"))
+    message: str | None = None
+
+
 class MembershipEnded(Written):
     city_id: UUID
     status: Literal["ended"]
@@ -114,6 +137,11 @@ class MemberRow(BaseModel):
     days_overdue: int | None
     flagged_for_review: bool
     ended_on: date | None
+    contacts: dict[Literal["mayor", "contact"], dict[str, Any]] = Field(
+        default_factory=dict, description=(
+            "the current mayor and contact person (from the latest application or contact "
+            "update), with `since` and `source`; names, e-mail, phone and postal address are "
+            "null without the personal_data scope, and `erased` is true once erased"))
 
 
 class QuotaRow(BaseModel):

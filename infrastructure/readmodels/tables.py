@@ -67,6 +67,13 @@ def _columns(table: str) -> list[Column[Any]]:
             Column("country", String(2)), Column("intake_year", Integer),
             Column("status", String(16)), *steps,
         ],
+        "contacts": [
+            Column("city_id", String(36), primary_key=True),
+            Column("person", String(16), primary_key=True), Column("since", Date),
+            Column("source", String(16)),
+            # The person's part as stored: personal values sealed, never in the clear.
+            Column("details", JSON),
+        ],
     }[table]
 
 
