@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import psycopg
 
 from domain.errors import InvalidInput
+from domain.personal import PERSONAL_FIELDS, parts_of
 from infrastructure.eventstore.chain import (
     CHAIN_TABLE,
     GENESIS,
@@ -30,6 +31,7 @@ from infrastructure.eventstore.chain import (
     recorded_text,
     stream_text,
 )
+from infrastructure.eventstore.data_keys import DataKeys
 from infrastructure.eventstore.location import EVENTS_TABLE, EventStoreLocation
 
 PAGE = 5000
@@ -427,22 +429,58 @@ def _link_of(previous: bytes, position: int, stream: Any, version: Any, topic: A
     return digest.hexdigest()
 
 
-def export(log: StoredLog, out: TextIO, after: int = 0, until: int | None = None) -> int:
-    """JSON Lines, one stored event per line, with its chain link and the hash before it."""
+# The first line of an export made with the personal_data scope (verify_export skips it).
+HEADER = "gnlc_export"
+
+
+def export(log: StoredLog, out: TextIO, after: int = 0, until: int | None = None,
+           keys: DataKeys | None = None) -> int:
+    """JSON Lines, one stored event per line, with its chain link and the hash before it.
+
+    Stored states hold personal values sealed (domain/personal.py): the export holds them so,
+    and they read as erased once their keys are. With `keys` (the personal_data scope) a header
+    line says the export holds personal data in the clear, and each line holding a person's
+    values adds them opened under `personal` (outside what the hash covers): a copy that an
+    erasure cannot reach, to be kept as such."""
     previous, count = log.previous_hash(after), 0
+    if keys is not None:
+        out.write(json.dumps({HEADER: {
+            "scope": "personal_data", "personal_data_in_clear": True,
+            "notice": "holds personal data in the clear (the `personal` field of its lines): "
+                      "a later erasure does not reach this copy; keep, share and delete it "
+                      "as personal data"}}) + "\n")
     for event, chained in log.pairs(after, until):
         if event is None or chained is None:
             raise InvalidInput("the stored log does not verify; run `gnlc audit verify`")
         position, stream, version, topic, state = event
         if not isinstance(state, bytes):
             raise InvalidInput("the stored log does not verify; run `gnlc audit verify`")
-        out.write(json.dumps({
+        line = {
             "position": position, "stream_id": _stream_id(stream), "stream_version": version,
             "topic": topic, "state": base64.b64encode(state).decode(),
             "recorded_at": chained.recorded_at, "previous_hash": previous,
-            "hash": chained.hash}, separators=(",", ":")) + "\n")
+            "hash": chained.hash}
+        if keys is not None and (opened := _opened(keys, state)):
+            line["personal"] = opened
+        out.write(json.dumps(line, separators=(",", ":")) + "\n")
         previous, count = chained.hash, count + 1
     return count
+
+
+def _opened(keys: DataKeys, state: bytes) -> list[dict[str, Any]]:
+    """The persons' values of a stored state, opened (or marked erased)."""
+    if b'"sealed"' not in state and b'"mayor"' not in state and b'"contact"' not in state:
+        return []  # no person's part: no decoding
+    data = json.loads(state)
+    parts = list(parts_of(data))
+    shown = keys.shown([data], True)[0]
+    found = []
+    for person, _ in parts:
+        part = shown["details"] if data.get("person") == person and "details" in data \
+            else shown["form"][person]
+        found.append({"person": person, **{k: part.get(k) for k in PERSONAL_FIELDS[person]},
+                      "erased": bool(part.get("erased"))})
+    return found
 
 
 def _stream_id(stream: Any) -> str:
@@ -463,6 +501,8 @@ def verify_export(path: Path, expect: Head | None = None) -> Verdict:
         for number, line in enumerate(lines, start=1):
             try:
                 item = json.loads(line)
+                if number == 1 and HEADER in item:
+                    continue
                 row = event_bytes(item["position"], item["stream_id"], item["stream_version"],
                                   item["topic"], base64.b64decode(item["state"]),
                                   item["recorded_at"])

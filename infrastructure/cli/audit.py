@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from application.registry import parse_id
+from domain.access import PERSONAL_DATA
 from domain.acts import Role
 from domain.errors import GnlcError, InvalidInput
 from infrastructure.audit.log import Head, StoredLog, Verdict, export, verify, verify_export
@@ -26,6 +27,7 @@ from infrastructure.cli.session import (
     fail,
     run_in_session,
 )
+from infrastructure.eventstore.data_keys import DataKeys
 from infrastructure.views import audit_state_view
 
 audit_app = typer.Typer(help="The tamper-evident log: verify, publish the head, export.")
@@ -100,11 +102,20 @@ def audit_export(
     ctx: typer.Context,
     after: Annotated[int, typer.Option("--after", min=0)] = 0,
     until: Annotated[int | None, typer.Option("--until", min=0)] = None,
+    scope: Annotated[str | None, typer.Option(
+        "--scope", help="personal_data: add the persons' values in the clear (a header line "
+        "says so; a later erasure does not reach such a copy)")] = None,
 ) -> None:
-    """Write the log as JSON Lines (one stored event per line, with its hash) to stdout."""
+    """Write the log as JSON Lines (one stored event per line, with its hash) to stdout.
+    Personal values stay sealed (and read as erased once erased) unless --scope personal_data."""
     def action(s: Session) -> None:
-        count = export(stored_log(s), sys.stdout, after, until)
-        err.print(f"exported {count} events")
+        if scope not in (None, PERSONAL_DATA):
+            raise InvalidInput(f"scope must be {PERSONAL_DATA}, got {scope!r}", field="scope")
+        keys = s.registry().personal_data if scope == PERSONAL_DATA else None
+        count = export(stored_log(s), sys.stdout, after, until,
+                       keys if isinstance(keys, DataKeys) else None)
+        err.print(f"exported {count} events" + (
+            " with personal data in the clear" if keys is not None else ""))
     run_in_session(ctx, False, action)
 
 
