@@ -9,8 +9,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -125,3 +128,63 @@ def _listening_on(port: int) -> list[int]:
             if any(f"socket:[{inode}]" in targets for inode in inodes):
                 pids.append(int(entry.name))
     return pids
+
+
+def test_an_erasure_shows_in_every_server_process_on_the_next_request(
+        database_url: str, tmp_path: Path) -> None:
+    """Two `gnlc serve` processes and a projection runner of their own: values read through
+    both before an erasure (by the CLI, a fourth process) read as erased through both after."""
+    mayor, email = "Zebulon Quillfeather", "xanthippe.private@quillmail.example"
+    ports = [free_port(), free_port()]
+    year = datetime.now(UTC).year
+    with serving(database_url, ports[0], "--no-projections") as printed, \
+            serving(database_url, ports[1], "--no-projections"), \
+            running_projections(database_url):
+        first = next(line for line in printed if line.startswith("export GNLC_TOKEN="))
+        token = first.strip().split("=", 1)[1]
+        staff = _gnlc(database_url, "tokens", "create", "--role", "secretariat", "--name",
+                      "staff", "--scope", "personal_data")["token"]
+        a, b = (f"http://127.0.0.1:{port}" for port in ports)
+        with _fresh(a, token) as client:
+            ok(client.post("/intakes", json={"year": year, "opens": f"{year}-01-01",
+                                             "closes": f"{year}-12-31"}), 201)
+            form = application_form("Hamburg", signed_on=f"{year}-01-02")
+            form["mayor"]["full_name"] = mayor
+            form["contact"]["email"] = email
+            submitted = ok(client.post("/applications", json=form), 201)
+            application, city = submitted["application_id"], submitted["city_id"]
+        with _fresh(b, token) as client:
+            ok(client.post(f"/applications/{application}/endorsement", json={}))
+            done = ok(client.post(f"/applications/{application}/admission", json={}))
+
+        def seen(base: str, position: int) -> str:
+            with _fresh(base, staff) as client:
+                return "".join(client.get(path, params=params).text for path, params in (
+                    (f"/applications/{application}", {}),
+                    (f"/cities/{city}/history", {}),
+                    ("/events", {"limit": 1000}),
+                    ("/members", {"min_position": position})))
+
+        for base in (a, b):
+            text = seen(base, done["position"])
+            assert mayor in text and email in text, base
+        erased = _gnlc(database_url, "privacy", "erase", city, "--reason", "left office")
+        assert erased["recorded"] is True
+        position = int(_gnlc(database_url, "audit", "head")["position"])
+        for base in (a, b):
+            text = seen(base, position)
+            assert (mayor in text, email in text) == (False, False), base
+            assert '"erased":true' in text.replace(" ", ""), base
+
+
+@contextmanager
+def running_projections(database_url: str) -> Iterator[None]:
+    """`gnlc projections run` in a process of its own, until the context ends."""
+    runner = subprocess.Popen([GNLC, "--database-url", database_url, "projections", "run"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        _, errors = runner.communicate(timeout=30)
+        assert runner.returncode in (0, -signal.SIGTERM), errors
