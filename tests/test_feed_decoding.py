@@ -131,6 +131,10 @@ def varied_log(registry: Registry, clock: SettableClock) -> dict[str, Any]:
     clock.set("2021-06-02 12:00")  # after the v1 report (business time never runs backwards)
     registry.end_membership(SECRETARIAT, report_city.id, "not_reporting", "no report since 2021")
     registry.end_membership(SECRETARIAT, bremen.city_id, "withdrawn_by_city")
+    # a new contact person, then the erasure of Lyon's personal data
+    registry.update_contacts(SECRETARIAT, lyon.city_id, {"contact": {
+        "full_name": "Perpetua Nightingale", "email": "p@nightingale.example"}})
+    registry.erase_personal_data(SECRETARIAT, lyon.city_id, ["mayor"], "left office")
     for name, change in CRAFTED.items():
         _store_crafted(registry, name, change)
     return {"bremen": bremen, "report_city": report_city}
