@@ -5,6 +5,8 @@ finding one anywhere can only be a leak."""
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 from datetime import date
 from pathlib import Path
@@ -12,12 +14,15 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from pydantic import SecretStr
+from typer.testing import CliRunner
 
 from application.registry import Registry
 from domain.acts import Actor, Role
 from domain.errors import Forbidden, InvalidInput, NotFound
 from infrastructure.audit.log import StoredLog, verify
-from infrastructure.bootstrap import build_read_side, event_store
+from infrastructure.bootstrap import build_read_side, build_registry, event_store
+from infrastructure.cli import app
 from infrastructure.eventstore.data_keys import DataKeys
 from infrastructure.settings import Settings
 from infrastructure.views import history_view, with_contacts
@@ -294,3 +299,36 @@ def hex_escaped(dump: bytes) -> bytes:
     """pg_dump writes bytea as \\x<hex>: the keys' bytes, decoded back from it."""
     import re
     return b"".join(bytes.fromhex(m.decode()) for m in re.findall(rb"\\\\x([0-9a-f]+)", dump))
+
+
+def test_with_a_master_key_the_data_keys_are_stored_wrapped_and_open_only_with_it(
+    settings: Settings, clock: SettableClock, tmp_path: Path
+) -> None:
+    master = base64.b64encode(bytes(range(32))).decode()
+    wrapped = settings.model_copy(update={"master_key": SecretStr(master)})
+    registry = build_registry(wrapped, clock)
+    try:
+        clock.set("2019-01-05 10:00")
+        registry.open_intake(SECRETARIAT, 2019, date(2019, 2, 1), date(2019, 4, 30))
+        clock.set("2019-03-15 12:00")
+        city = registry.submit_application(CITY_HALL, form()).city_id
+        keys = keys_of(registry)
+        with keys.engine.connect() as connection:
+            rows = connection.execute(keys.table.select()).mappings().all()
+        assert {r["wrapped_by"] for r in rows} == {keys.wrapped_by}
+        assert all(len(r["data_key"]) == 12 + 32 + 16 for r in rows)  # nonce, key, tag
+        shown = history_data(registry, city)
+        assert shown[-1]["data"]["form"]["mayor"]["full_name"] == MAYOR
+    finally:
+        registry.close()
+    # Without the master key (or with another), nothing opens, and it says why: never "erased".
+    other = base64.b64encode(bytes(32)).decode()
+    for environment in ({}, {"GNLC_MASTER_KEY": other}):
+        result = CliRunner().invoke(app, ["--database-url", settings.database_url, "history",
+                                          str(city), "--json"], env=environment)
+        assert result.exit_code == 6, result.stdout
+        assert "master key" in json.loads(result.stderr)["error"]["message"]
+    refused = CliRunner().invoke(app, ["--database-url", settings.database_url, "history",
+                                       str(city), "--json"], env={"GNLC_MASTER_KEY": "short"})
+    assert refused.exit_code == 2
+    assert json.loads(refused.stderr)["error"]["field"] == "master_key"
