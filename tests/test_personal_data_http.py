@@ -24,6 +24,7 @@ from infrastructure.feed.nats_relay import NatsTarget
 from infrastructure.settings import Settings
 from tests.conftest import COMMISSION, SECRETARIAT, SettableClock, application_form
 from tests.live_server import GNLC, LiveServer
+from tests.test_console_pages import signed_in
 from tests.test_masking import published, raw_feed, raw_stream, running_relay
 from tests.test_personal_data import CONTACT, MAYOR, NEW_CONTACT, PERSONAL, new_contact
 
@@ -141,6 +142,10 @@ def test_after_an_erasure_no_surface_shows_the_persons_data_and_the_chain_still_
     url = settings.database_url
     staff_token = api.token("staff", Role.SECRETARIAT, scopes=EVERYONE)
     reader_token = api.token("reader", Role.SUBSCRIBER)
+    console = signed_in(api, Role.SECRETARIAT, scopes=EVERYONE)
+    application = api.registry.city(SECRETARIAT, member).memberships[0].application_id
+    pages = (f"/console/cities/{member}", f"/console/applications/{application}")
+    assert all(MAYOR in console.get(page).text for page in pages)
     head_before = cli(url, "audit", "verify")["head"]
     with api.client(staff_token) as staff:
         assert MAYOR in raw_feed(staff, 100)  # readable before
@@ -166,12 +171,14 @@ def test_after_an_erasure_no_surface_shows_the_persons_data_and_the_chain_still_
             "members": json.dumps(members(staff, min_position=head)),
             "audit state as of 2019": staff.get(f"/audit/cities/{member}",
                                                 params={"as_of": "2019-12-31"}).text,
+            **{page: console.get(page).text for page in pages},
         }
     assert {name: leaked(text) for name, text in texts.items()} == {
         name: [] for name in texts}
     assert '"erased":true' in texts["/events"].replace(" ", "")
     contacts = json.loads(texts["members"])[0]["contacts"]
     assert contacts["contact"]["erased"] and contacts["mayor"]["erased"]
+    assert all("(erased)" in texts[page] for page in pages)
 
     # NATS: every event, after the erasure.
     unique = uuid.uuid4().hex[:10]

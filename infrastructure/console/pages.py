@@ -37,7 +37,7 @@ from infrastructure.eventstore.head_watch import HeadWatcher
 from infrastructure.http import problems
 from infrastructure.http.limits import RateLimiter
 from infrastructure.readmodels.read_side import ReadSide
-from infrastructure.views import application_view, city_view, history_view
+from infrastructure.views import application_view, city_view, history_view, with_contacts
 from projections import answers
 from projections.base import Row
 
@@ -209,6 +209,12 @@ class Console:
         head = self.s.registry.recorder.max_notification_id() or 0
         self.s.read_side.reach(head, table, WAIT_SECONDS)
         return scope.narrow(self.s.read_side.stored_rows(table, country=scope.country))
+
+    def contacts(self, city_id: UUID) -> list[Row]:
+        """The city's current mayor and contact person, as stored (read-your-writes)."""
+        head = self.s.registry.recorder.max_notification_id() or 0
+        self.s.read_side.reach(head, "contacts", WAIT_SECONDS)
+        return self.s.read_side.stored_rows("contacts", city_id=str(city_id))
 
     def today(self) -> date:
         return local_date(self.s.clock.now(), self.s.timezone)
@@ -597,6 +603,10 @@ class Console:
             view = city_view(reg.city(actor, city_id))
             applications = []
         timeline = history_view(reg, reg.history(actor, city_id), personal)
+        contact_rows = (self.s.read_side.rows("contacts", as_of, reader=actor)
+                        if as_of is not None else self.contacts(city_id))
+        contacts = with_contacts(reg.personal_data, [{"city_id": str(city_id)}], contact_rows,
+                                 personal)[0]["contacts"]
         if as_of is not None:
             timeline = [e for e in timeline
                         if local_date(_datetime(e["effective_at"]), self.s.timezone) <= as_of]
@@ -610,6 +620,7 @@ class Console:
         status = problems.for_error(error)[0] if error else 200
         return self.render(ctx, "city.html", status, city=view, timeline=list(reversed(timeline)),
                            cycles=cycles, as_of=as_of, error=error, done=done,
+                           contacts=contacts,
                            past_applications=[application_view(reg.personal_data, a, personal)
                                               for a in applications])
 
