@@ -291,6 +291,12 @@ def test_contact_update_and_erasure_on_the_command_line(
                            capture_output=True, text=True, check=True, timeout=120).stdout
     contacts = json.loads(shown)[0]["contacts"]
     assert contacts["mayor"]["erased"] and contacts["contact"]["email"] == NEW_CONTACT["email"]
+    past = subprocess.run([GNLC, "--database-url", url, "members", "--as-of", "2019-12-31",
+                           "--json"], capture_output=True, text=True, check=True,
+                          timeout=120).stdout
+    contacts = json.loads(past)[0]["contacts"]
+    assert (contacts["mayor"]["erased"], contacts["contact"]["email"]) == (True, CONTACT["email"])
+    assert MAYOR not in past
 
 
 def write(folder: Path, data: Any) -> Path:
