@@ -196,7 +196,8 @@ def test_the_query_commands_answer_in_json_with_the_read_model_field_names(
     assert set(members[0]) == {
         "city_id", "name", "country", "status", "admitted_on", "intake_year", "periods",
         "reports_submitted", "next_report_due", "days_overdue", "flagged_for_review",
-        "ended_on"}
+        "ended_on", "contacts"}
+    assert set(members[0]["contacts"]) == {"mayor", "contact"}
     quotas = json.loads(_gnlc(database_url, "quotas", "--country", "ma").stdout)
     assert [(q["admitted"], q["retracted"], q["remaining"], q["pending"]) for q in quotas] == [
         (2, 1, 1, 1)]
