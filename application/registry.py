@@ -625,6 +625,49 @@ class Registry(Application[UUID]):
                 return recorded
             ids |= named
 
+    def latest_forms(self, actor: Actor, city_ids: Iterable[UUID]
+                     ) -> dict[UUID, tuple[datetime, dict[str, Any]]]:
+        """Per city, when its latest application was submitted and its form as stored
+        (personal values sealed): two queries, whatever the number of cities. The caller
+        scopes the cities to the reader (as `domain.access.read_scope` does)."""
+        authorise(actor, Action.READ, actor.country, actor.city_id)
+        ids = sorted(set(city_ids), key=str)
+        if not ids:
+            return {}
+        latest: dict[UUID, UUID] = {}
+        if isinstance(self.recorder, PositionedStreamReader):
+            lodged = get_topic(City.ApplicationLodged)
+            # Only the lodgings are decoded; in log order, the last one of a city wins.
+            for _, stored in self.recorder.select_positioned_streams(ids):
+                if stored.topic == lodged:
+                    event = cast(City.ApplicationLodged, self.mapper.to_domain_event(stored))
+                    latest[event.originator_id] = event.application_id
+        else:
+            for city_id in ids:
+                for e in self.repository.event_store.get(city_id):
+                    if isinstance(e, City.ApplicationLodged):
+                        latest[city_id] = e.application_id
+        submitted = self.submitted_forms(actor, latest.values())
+        return {city: submitted[app] for city, app in latest.items() if app in submitted}
+
+    def submitted_forms(self, actor: Actor, application_ids: Iterable[UUID]
+                        ) -> dict[UUID, tuple[datetime, dict[str, Any]]]:
+        """When each of these applications was submitted and its form as stored (personal
+        values sealed), read in one query; the caller scopes the applications to the reader."""
+        authorise(actor, Action.READ, actor.country, actor.city_id)
+        ids = sorted(set(application_ids), key=str)
+        if not ids:
+            return {}
+        if isinstance(self.recorder, PositionedStreamReader):
+            # A submission is its application's first event: only those are decoded.
+            events = [self.mapper.to_domain_event(stored)
+                      for _, stored in self.recorder.select_positioned_streams(ids)
+                      if stored.originator_version == 1]
+        else:
+            events = [e for i in ids for e in self.repository.event_store.get(i, lte=1)]
+        return {e.originator_id: (e.effective_at, e.form) for e in events
+                if isinstance(e, CityApplication.Submitted)}
+
     def city_at(
         self, actor: Actor, city_id: UUID, as_of: date | None = None,
         position: int | None = None,

@@ -10,10 +10,14 @@ from typing import Any
 from uuid import UUID
 
 from application.registry import PersonalDataKeys, RecordedEvent, Registry
+from domain.acts import Actor
 from domain.applications import CityApplication
+from domain.calendar import local_date
 from domain.cities import City
 from domain.intakes import Intake
+from domain.personal import PERSONS
 from infrastructure.eventstore.recorded_times import RecordedTimes
+from infrastructure.readmodels.read_side import ReadSide
 from projections.base import Row
 from projections.public import ENVELOPE
 
@@ -124,16 +128,58 @@ def event_view(recorded: RecordedEvent, recorded_at: str | None = None) -> dict[
     )
 
 
-def with_contacts(keys: PersonalDataKeys, members: list[Row], contacts: list[Row],
-                  personal: bool) -> list[Row]:
-    """Members, each with its current mayor and contact person (`contacts` rows): their
-    personal values opened with `personal`, null without, marked `erased` once erased."""
-    wanted = {str(m["city_id"]) for m in members}
-    found = [c for c in contacts if str(c["city_id"]) in wanted]
-    shown = keys.shown([{"person": c["person"], "details": c["details"]} for c in found],
-                       personal)
+def with_contacts(registry: Registry, read_side: ReadSide, actor: Actor, members: list[Row],
+                  personal: bool, as_of: date | None = None, known_at: datetime | None = None
+                  ) -> list[Row]:
+    """Members, each with its current mayor and contact person: from its latest contact update
+    (the `contacts` read model), else from its latest application's form; as of a past point
+    when asked. Personal values opened with `personal`, null without, marked `erased` once
+    erased."""
+    ids = [str(m["city_id"]) for m in members]
+    if not ids:
+        return members
+    wanted = set(ids)
+    if as_of is None and known_at is None:
+        updates = read_side.stored_rows_among("contacts", "city_id", ids)
+        forms = registry.latest_forms(actor, (UUID(i) for i in ids))
+    else:
+        updates = read_side.rows("contacts", as_of, known_at, reader=actor)
+        forms = _forms_then(registry, read_side, actor, wanted, as_of, known_at)
+    entries: dict[tuple[str, str], tuple[Any, str, Any]] = {}
+    for city_id, (submitted_at, form) in forms.items():
+        for person in PERSONS:
+            if isinstance(form.get(person), dict):
+                entries[(str(city_id), person)] = (
+                    local_date(submitted_at, registry.timezone), "application", form[person])
+    for row in updates:
+        if str(row["city_id"]) in wanted:
+            entries[(str(row["city_id"]), row["person"])] = (
+                row["since"], "update", row["details"])
+    found = sorted(entries.items())
+    shown = registry.personal_data.shown(
+        [{"person": person, "details": details} for (_, person), (_, _, details) in found],
+        personal)
     by_city: dict[str, dict[str, Any]] = {}
-    for row, data in zip(found, shown, strict=True):
-        by_city.setdefault(str(row["city_id"]), {})[row["person"]] = {
-            **data["details"], "since": plain(row["since"]), "source": row["source"]}
+    for ((city_id, person), (since, source, _)), data in zip(found, shown, strict=True):
+        by_city.setdefault(city_id, {})[person] = {
+            **data["details"], "since": plain(since), "source": source}
     return [{**m, "contacts": by_city.get(str(m["city_id"]), {})} for m in members]
+
+
+def _forms_then(registry: Registry, read_side: ReadSide, actor: Actor, wanted: set[str],
+                as_of: date | None, known_at: datetime | None
+                ) -> dict[UUID, tuple[datetime, dict[str, Any]]]:
+    """Per city, its latest application's submission and form as of a past point (the
+    `applications` read model replayed to it)."""
+    latest: dict[str, Row] = {}
+    for row in read_side.rows("applications", as_of, known_at, reader=actor):
+        city = str(row["city_id"])
+        if city in wanted and row.get("submitted_on") is not None:
+            kept = latest.get(city)
+            if kept is None or (row["submitted_on"], str(row["application_id"])) > (
+                    kept["submitted_on"], str(kept["application_id"])):
+                latest[city] = row
+    submitted = registry.submitted_forms(actor, (UUID(str(r["application_id"]))
+                                                 for r in latest.values()))
+    return {UUID(city): submitted[UUID(str(row["application_id"]))]
+            for city, row in latest.items() if UUID(str(row["application_id"])) in submitted}

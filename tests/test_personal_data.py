@@ -121,16 +121,16 @@ def test_a_contact_update_replaces_the_current_contact_and_the_history_says_who_
     assert updated["data"]["details"]["email"] == NEW_CONTACT["email"]
 
     read_side = build_read_side(settings, registry)
-    rows = with_contacts(registry.personal_data, [{"city_id": str(member)}],
-                         read_side.rows("contacts", reader=SECRETARIAT), personal=True)
+    read_side.bring_up_to_date(["contacts"])
+    rows = with_contacts(registry, read_side, SECRETARIAT, [{"city_id": str(member)}], True)
     contacts = rows[0]["contacts"]
     assert (contacts["contact"]["full_name"], contacts["contact"]["source"],
             contacts["contact"]["since"]) == (NEW_CONTACT["full_name"], "update", "2020-06-01")
-    assert (contacts["mayor"]["full_name"], contacts["mayor"]["source"]) == (MAYOR, "application")
+    assert (contacts["mayor"]["full_name"], contacts["mayor"]["source"],
+            contacts["mayor"]["since"]) == (MAYOR, "application", "2019-03-15")
     # As of a day before the update, the contact of the form.
-    before = with_contacts(registry.personal_data, [{"city_id": str(member)}],
-                           read_side.rows("contacts", date(2020, 5, 31), reader=SECRETARIAT),
-                           personal=True)
+    before = with_contacts(registry, read_side, SECRETARIAT, [{"city_id": str(member)}], True,
+                           as_of=date(2020, 5, 31))
     assert before[0]["contacts"]["contact"]["full_name"] == CONTACT["full_name"]
 
 

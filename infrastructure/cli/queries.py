@@ -70,8 +70,8 @@ def members_command(
         scope = read_scope(reader, code, past=day is not None or moment is not None)
         rows = scope.narrow(s.read_side().rows("members", day, moment, reader=reader))
         members = answers.members(rows, on, scope.country, status)
-        contacts = s.read_side().rows("contacts", day, moment, reader=reader)
-        shown = with_contacts(s.registry().personal_data, members, contacts, personal=True)
+        shown = with_contacts(s.registry(), s.read_side(), reader, members, True, day,
+                              moment)
         return shown if as_json else [{**m, "contacts": contact_line(m["contacts"])}
                                       for m in shown]
     run_in_session(ctx, as_json, action)

@@ -210,12 +210,6 @@ class Console:
         self.s.read_side.reach(head, table, WAIT_SECONDS)
         return scope.narrow(self.s.read_side.stored_rows(table, country=scope.country))
 
-    def contacts(self, city_id: UUID) -> list[Row]:
-        """The city's current mayor and contact person, as stored (read-your-writes)."""
-        head = self.s.registry.recorder.max_notification_id() or 0
-        self.s.read_side.reach(head, "contacts", WAIT_SECONDS)
-        return self.s.read_side.stored_rows("contacts", city_id=str(city_id))
-
     def today(self) -> date:
         return local_date(self.s.clock.now(), self.s.timezone)
 
@@ -603,10 +597,11 @@ class Console:
             view = city_view(reg.city(actor, city_id))
             applications = []
         timeline = history_view(reg, reg.history(actor, city_id), personal)
-        contact_rows = (self.s.read_side.rows("contacts", as_of, reader=actor)
-                        if as_of is not None else self.contacts(city_id))
-        contacts = with_contacts(reg.personal_data, [{"city_id": str(city_id)}], contact_rows,
-                                 personal)[0]["contacts"]
+        if as_of is None:  # read-your-writes: the contact update just made included
+            self.s.read_side.reach(reg.recorder.max_notification_id() or 0, "contacts",
+                                   WAIT_SECONDS)
+        contacts = with_contacts(reg, self.s.read_side, actor, [{"city_id": str(city_id)}],
+                                 personal, as_of)[0]["contacts"]
         if as_of is not None:
             timeline = [e for e in timeline
                         if local_date(_datetime(e["effective_at"]), self.s.timezone) <= as_of]

@@ -420,13 +420,8 @@ async def _rows(s: Services, actor: Actor, scope: ReadScope, table: str, as_of: 
 def _with_contacts(s: Services, actor: Actor, members: list[Row], as_of: date | None,
                    known_at: datetime | None) -> list[Row]:
     """The members with their current mayor and contact person (as of the same point)."""
-    if not members:
-        return members
-    contacts = (s.read_side.rows("contacts", as_of, known_at, reader=actor)
-                if as_of is not None or known_at is not None
-                else s.read_side.stored_rows("contacts"))
-    return with_contacts(s.registry.personal_data, members, contacts,
-                         PERSONAL_DATA in actor.scopes)
+    return with_contacts(s.registry, s.read_side, actor, members,
+                         PERSONAL_DATA in actor.scopes, as_of, known_at)
 
 
 def _page(rows: list[Row], order: str, limit: int, cursor: str | None) -> dict[str, Any]:

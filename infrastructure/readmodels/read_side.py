@@ -117,6 +117,10 @@ class ReadSide:
         narrows them in SQL (column=value, None for any)."""
         return self.store.rows(table, **equal)
 
+    def stored_rows_among(self, table: str, column: str, values: Iterable[Any]) -> list[Row]:
+        """The stored rows whose `column` is one of `values`, without waiting for anything."""
+        return self.store.rows_among(table, column, values)
+
     def lag_seconds(self) -> dict[str, float]:
         """Per projection, the age of the oldest event of the log it has not applied yet (0 at
         the head), as `gnlc projections status` counts it."""

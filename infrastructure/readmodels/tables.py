@@ -184,6 +184,14 @@ class ReadModelStore:
         with self.reader.connect() as connection:
             return [dict(r) for r in connection.execute(query, given).mappings()]
 
+    def rows_among(self, table: str, column: str, values: Iterable[Any]) -> list[Row]:
+        """The table's rows whose `column` is one of `values` (one query)."""
+        chosen = self.schema.table(table)
+        query = select(chosen).where(chosen.c[column].in_(bindparam("values", expanding=True)))
+        with self.reader.connect() as connection:
+            return [dict(r) for r in connection.execute(query, {"values": list(values)})
+                    .mappings()]
+
     def _select(self, table: str, columns: tuple[str, ...]) -> Select[Any]:
         """SELECT * FROM table WHERE column = :column ..., built once and reused (its cache key
         is then computed once too)."""
