@@ -339,12 +339,13 @@ class Registry(Application[UUID]):
         with self.personal_data.staging():
             application = CityApplication.submit(
                 act, application_id, city.id, intake.year,
-                self._sealed_form(city.id, form.model_dump(mode="json")))
+                self.sealed_form(city.id, form.model_dump(mode="json")))
             self.save(city, application)
         return Submission(application.id, city.id)
 
-    def _sealed_form(self, city_id: UUID, form: dict[str, Any]) -> dict[str, Any]:
-        """The form with each person's personal values sealed under a key of their own."""
+    def sealed_form(self, city_id: UUID, form: dict[str, Any]) -> dict[str, Any]:
+        """The form with each person's personal values sealed under a key of their own (staged:
+        call it within `personal_data.staging()`, and save within the same stage)."""
         for person in PERSONS:
             if isinstance(form.get(person), dict):
                 form[person] = self._sealed(city_id, person, form[person])

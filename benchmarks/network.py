@@ -299,8 +299,10 @@ class Network:
             if city is None:
                 city = City.register(submitted, country, self.city_name(country))
                 self.stats.cities += 1
-            form = application_form(city.name, country, submitted_on - timedelta(days=10),
-                                    self.rng.randrange(20_000, 5_000_000))
+            # Sealed as the use case seals it (keys staged, written by the batch's save).
+            form = self.writer.registry.sealed_form(city.id, application_form(
+                city.name, country, submitted_on - timedelta(days=10),
+                self.rng.randrange(20_000, 5_000_000)))
             application = CityApplication.submit(submitted, self.new_id(), city.id, year, form)
             city.lodge_application(submitted, application.id)
             self.writer.touch(city, application)
@@ -473,7 +475,9 @@ def generate(registry: Registry, events: int = 1_000_000, seed: int = 7,
     """Write a synthetic network of at least `events` events into the (empty) store."""
     if registry.recorder.max_notification_id():
         raise SystemExit("the store is not empty: the network is written into an empty store")
-    return Network(registry, events, seed, batch_events, progress).run()
+    # One stage for the whole run: each batch's save writes the keys sealed since the last.
+    with registry.personal_data.staging():
+        return Network(registry, events, seed, batch_events, progress).run()
 
 
 def generate_at(database_url: str, events: int = 1_000_000, seed: int = 7,
