@@ -26,7 +26,14 @@ from tests.conftest import COMMISSION, SECRETARIAT, SettableClock, application_f
 from tests.live_server import GNLC, LiveServer
 from tests.test_console_pages import signed_in
 from tests.test_masking import published, raw_feed, raw_stream, running_relay
-from tests.test_personal_data import CONTACT, MAYOR, NEW_CONTACT, PERSONAL, new_contact
+from tests.test_personal_data import (
+    CONTACT,
+    MAYOR,
+    NEW_CONTACT,
+    PERSONAL,
+    database_bytes,
+    new_contact,
+)
 
 HAMBURG = city_id("DE", "Hamburg")
 EVERYONE = frozenset({PERSONAL_DATA})
@@ -193,6 +200,8 @@ def test_after_an_erasure_no_surface_shows_the_persons_data_and_the_chain_still_
     after = cli(url, "audit", "verify", "--expect",
                 f"{head_before['hash']}@{head_before['position']}")
     assert after["ok"] and after["checked"] == verified_count(head_before, url) + 1
+    # The database: every file of the SQLite store (events, read models, keys), or a pg_dump.
+    assert leaked(database_bytes(settings, tmp_path).decode("latin-1")) == []
     for scope in ((), ("--scope", PERSONAL_DATA)):
         path = tmp_path / f"export{len(scope)}.jsonl"
         export(url, path, *scope)
