@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from projections.applications import ApplicationsProjection
 from projections.base import Projection
-from projections.contacts import ContactsProjection
 from projections.members import DeadlinesProjection, MembersProjection
 from projections.quotas import QuotasProjection
 
 PROJECTIONS: dict[str, type[Projection]] = {
     p.name: p for p in (MembersProjection, DeadlinesProjection, QuotasProjection,
-                        ApplicationsProjection, ContactsProjection)
+                        ApplicationsProjection)
 }
 
 

@@ -1,4 +1,9 @@
-"""`members`: one row per city with its membership periods and report dates."""
+"""`members`: one row per city with its membership periods and report dates; and `contacts`:
+the mayor and contact person each city gave in its latest contact update, as stored (personal
+values sealed, see domain/personal.py). Those a city gave in its application's form are read from
+the form itself (infrastructure/views.py, `with_contacts`): a row per person of every application
+would cost every rebuild. `contacts` is folded with `members` (it reads city events too), so a
+rebuild reads the log for it in the same pass."""
 
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ def _summarise(row: Row) -> None:
 class MembersProjection(Projection):
     name = "members"
     table = "members"
-    keys = {"members": ("city_id",)}
+    keys = {"members": ("city_id",), "contacts": ("city_id", "person")}
 
     def _registered(self, e: City.Registered) -> None:
         self.put(self.table, {
@@ -70,12 +75,18 @@ class MembersProjection(Projection):
         membership["ended_on"] = self.same(e.ended_on.isoformat())
         _summarise(row)
 
+    def _contact_updated(self, e: City.ContactUpdated) -> None:
+        self.put("contacts", {"city_id": text_id(e.originator_id), "person": e.person,
+                              "since": self.day(e.effective_at), "source": "update",
+                              "details": e.details})
+
     handlers = {
         City.Registered: _registered,
         City.MembershipStarted: _started,
         City.MembershipRetracted: _retracted,
         City.ReportSubmitted: _reported,
         City.MembershipEnded: _ended,
+        City.ContactUpdated: _contact_updated,
     }
 
 
@@ -86,3 +97,5 @@ class DeadlinesProjection(MembersProjection):
     name = "deadlines"
     table = "deadlines"
     keys = {"deadlines": ("city_id",)}
+    handlers = {k: h for k, h in MembersProjection.handlers.items()
+                if k is not City.ContactUpdated}

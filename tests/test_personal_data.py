@@ -121,7 +121,7 @@ def test_a_contact_update_replaces_the_current_contact_and_the_history_says_who_
     assert updated["data"]["details"]["email"] == NEW_CONTACT["email"]
 
     read_side = build_read_side(settings, registry)
-    read_side.bring_up_to_date(["contacts"])
+    read_side.bring_up_to_date(["members"])
     rows = with_contacts(registry, read_side, SECRETARIAT, [{"city_id": str(member)}], True)
     contacts = rows[0]["contacts"]
     assert (contacts["contact"]["full_name"], contacts["contact"]["source"],

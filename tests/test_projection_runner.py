@@ -666,7 +666,7 @@ def test_a_projection_failing_beside_a_busy_worker_fails_the_rebuild_and_stops_t
 def test_projections_reading_no_topic_in_common_are_grouped_apart() -> None:
     groups = disjoint_groups([PROJECTIONS[name] for name in PROJECTIONS])
     assert [[cls.name for cls in group] for group in groups] == [
-        ["quotas", "applications"], ["members", "deadlines"], ["contacts"]]
+        ["quotas", "applications"], ["members", "deadlines"]]
     assert disjoint_groups([PROJECTIONS["members"]]) == [[PROJECTIONS["members"]]]
 
 
