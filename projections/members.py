@@ -76,6 +76,8 @@ class MembersProjection(Projection):
         _summarise(row)
 
     def _contact_updated(self, e: City.ContactUpdated) -> None:
+        if "contacts" not in self.tables:  # `deadlines`: the same handlers, not this table
+            return
         self.put("contacts", {"city_id": text_id(e.originator_id), "person": e.person,
                               "since": self.day(e.effective_at), "source": "update",
                               "details": e.details})
@@ -97,5 +99,3 @@ class DeadlinesProjection(MembersProjection):
     name = "deadlines"
     table = "deadlines"
     keys = {"deadlines": ("city_id",)}
-    handlers = {k: h for k, h in MembersProjection.handlers.items()
-                if k is not City.ContactUpdated}

@@ -21,11 +21,18 @@ from application.registry import Registry
 from domain.acts import Actor, Role
 from domain.errors import Forbidden, InvalidInput, NotFound
 from infrastructure.audit.log import StoredLog, verify
-from infrastructure.bootstrap import build_read_side, build_registry, event_store
+from infrastructure.bootstrap import (
+    build_read_models,
+    build_read_side,
+    build_registry,
+    build_runner,
+    event_store,
+)
 from infrastructure.cli import app
 from infrastructure.eventstore.data_keys import DataKeys
 from infrastructure.settings import Settings
 from infrastructure.views import history_view, with_contacts
+from projections.catalogue import PROJECTIONS
 from tests.conftest import (
     COMMISSION,
     SECRETARIAT,
@@ -332,3 +339,23 @@ def test_with_a_master_key_the_data_keys_are_stored_wrapped_and_open_only_with_i
                                        str(city), "--json"], env={"GNLC_MASTER_KEY": "short"})
     assert refused.exit_code == 2
     assert json.loads(refused.stderr)["error"]["field"] == "master_key"
+
+
+def test_a_rebuild_gives_the_contacts_the_runner_kept_and_the_deadlines_none_of_them(
+    registry: Registry, clock: SettableClock, member: UUID, settings: Settings
+) -> None:
+    clock.set("2020-06-01 09:00")
+    registry.update_contacts(SECRETARIAT, member, new_contact())
+    store = build_read_models(settings)
+    try:
+        runner = build_runner(settings, registry, store)
+        runner.acquire()
+        runner.catch_up()
+        kept = store.rows("contacts")
+        runner.rebuild(list(PROJECTIONS))
+        assert store.rows("contacts") == kept
+        assert [(r["person"], r["source"]) for r in kept] == [("contact", "update")]
+        assert [r["city_id"] for r in store.rows("deadlines")] == [str(member)]
+    finally:
+        runner.release()
+        store.engine.dispose()

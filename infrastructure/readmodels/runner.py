@@ -370,7 +370,8 @@ class Folder:
             by_name["deadlines"].handlers is by_name["members"].handlers
         self.building = {name: cls(timezone) for name, cls in by_name.items()
                          if not (shared and name == "deadlines")}
-        self.also = {"members": ("deadlines",)} if shared else {}
+        # per projection: its table -> the tables that receive the same rows
+        self.also = {"members": {"members": ("deadlines",)}} if shared else {}
         self.topics = sorted({get_topic(c) for p in self.building.values() for c in p.handles()})
         # topic -> the projections whose `apply` may do something with its events
         self.targets = {topic: [(name, p) for name, p in self.building.items()
@@ -408,7 +409,7 @@ class Folder:
     def write(self, store: ReadModelStore) -> None:
         """Every row into the fresh tables (emptied first: a retried swap writes them again)."""
         for name, projection in self.building.items():
-            store.write(projection, NEXT, self.also.get(name, ()))
+            store.write(projection, NEXT, self.also.get(name))
 
 
 @dataclass(frozen=True)

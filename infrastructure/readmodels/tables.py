@@ -273,13 +273,15 @@ class ReadModelStore:
         self.schema.metadata.drop_all(self.engine, tables=tables)
         self.schema.metadata.create_all(self.engine, tables=tables)
 
-    def write(self, projection: Projection, suffix: str = NEXT, also: Sequence[str] = ()) -> None:
+    def write(self, projection: Projection, suffix: str = NEXT,
+              also: Mapping[str, Sequence[str]] | None = None) -> None:
         """Write every row of a projection rebuilt into fresh (empty, not yet live) tables;
-        `also` names tables (of the same columns) that receive the same rows."""
+        `also` names, per table of the projection, tables (of the same columns) that receive
+        the same rows."""
         projection.forget_changes()  # every row is written anyway
         with self.engine.begin() as connection:
             for name, rows in projection.tables.items():
-                for target in (name, *also):
+                for target in (name, *(also or {}).get(name, ())):
                     table = self.schema.tables[target + suffix]
                     connection.execute(table.delete())  # a retried swap writes everything again
                     self._bulk_insert(connection, table, rows.values())
