@@ -168,6 +168,10 @@ class PersonalDataKeys(Protocol):
         null otherwise, and marked erased once their key is gone (no envelope left)."""
         ...
 
+    def close(self) -> None:
+        """Let go of the connections (the registry closes it with itself)."""
+        ...
+
 
 class NoPersonalDataKeys:
     """The registry of a process that never records personal data (a projection runner)."""
@@ -194,6 +198,9 @@ class NoPersonalDataKeys:
     def shown(self, datas: Sequence[Mapping[str, Any]], personal: bool
               ) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], self._refuse())
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -277,6 +284,10 @@ class Registry(Application[UUID]):
         if recordings:
             self._saved.position = recordings[-1].notification.id
         return recordings
+
+    def close(self) -> None:
+        super().close()
+        self.personal_data.close()
 
     def forget_last_position(self) -> None:
         self._saved.position = None

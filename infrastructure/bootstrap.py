@@ -80,7 +80,8 @@ def build_data_keys(settings: Settings) -> DataKeys:
     """The data keys of personal values, in their table in the event store's database (the
     recorders write them in the transaction of the events that use them)."""
     location = event_store(settings)
-    keys = DataKeys(event_store_engine(location),
+    # A small pool: one short query per answer that shows personal data, or per erasure.
+    keys = DataKeys(event_store_engine(location, pool_size=2),
                     location.schema if location.is_postgres else None,
                     master_key(settings.master_key.get_secret_value()
                                if settings.master_key else None))

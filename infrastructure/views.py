@@ -131,8 +131,8 @@ def event_view(recorded: RecordedEvent, recorded_at: str | None = None) -> dict[
 def with_contacts(registry: Registry, read_side: ReadSide, actor: Actor, members: list[Row],
                   personal: bool, as_of: date | None = None, known_at: datetime | None = None
                   ) -> list[Row]:
-    """Members, each with its current mayor and contact person: from its latest contact update
-    (the `contacts` read model), else from its latest application's form; as of a past point
+    """Members, each with its current mayor and contact person: the later of its latest contact
+    update (the `contacts` read model) and its latest application's form; as of a past point
     when asked. Personal values opened with `personal`, null without, marked `erased` once
     erased."""
     ids = [str(m["city_id"]) for m in members]
@@ -152,9 +152,10 @@ def with_contacts(registry: Registry, read_side: ReadSide, actor: Actor, members
                 entries[(str(city_id), person)] = (
                     local_date(submitted_at, registry.timezone), "application", form[person])
     for row in updates:
-        if str(row["city_id"]) in wanted:
-            entries[(str(row["city_id"]), row["person"])] = (
-                row["since"], "update", row["details"])
+        key = (str(row["city_id"]), row["person"])
+        # The later of the update and the latest form; on the same day, the update.
+        if key[0] in wanted and (key not in entries or row["since"] >= entries[key][0]):
+            entries[key] = (row["since"], "update", row["details"])
     found = sorted(entries.items())
     shown = registry.personal_data.shown(
         [{"person": person, "details": details} for (_, person), (_, _, details) in found],

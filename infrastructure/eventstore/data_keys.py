@@ -139,6 +139,9 @@ class DataKeys:
     def create(self) -> None:
         self.table.metadata.create_all(self.engine, checkfirst=True)
 
+    def close(self) -> None:
+        self.engine.dispose()
+
     # --- writing (the application's port) -----------------------------------------------------
 
     @contextmanager
@@ -179,15 +182,17 @@ class DataKeys:
     def purge(self) -> None:
         """SQLite: checkpoint the write-ahead log and truncate it, so the pages that held the
         keys (zeroed on deletion: `secure_delete`, see recorders.py) leave no older copy.
-        PostgreSQL: VACUUM the table, so no live page keeps the dead row versions' space
-        unreclaimed (its WAL and backups keep them until they rotate: see the README)."""
+        PostgreSQL: an update leaves the old row version, key included, in its page, and a
+        plain VACUUM only marks its space free: VACUUM FULL writes the (small) table into a new
+        file and drops the old one (its WAL and backups keep them until they rotate, and a
+        transaction open meanwhile keeps the old versions alive: see the README)."""
         with self.engine.connect() as connection:
             if self.is_sqlite:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             else:
                 name = self.engine.dialect.identifier_preparer.format_table(self.table)
                 connection.execution_options(isolation_level="AUTOCOMMIT").execute(
-                    text(f"VACUUM {name}"))
+                    text(f"VACUUM FULL {name}"))
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -370,8 +370,11 @@ def _commands(api: FastAPI, s: Services) -> None:
 
         def replay(c: Committed) -> dict[str, Any]:
             e = c.event(City.PersonalDataErased)
+            earlier = c.aggregate(City).erasures[:-1]  # the city as this erasure left it
             return {"city_id": city_id, "persons": e.persons, "recorded": True,
-                    "erased_key_ids": e.key_ids, "erased_before": [],
+                    "erased_key_ids": e.key_ids,
+                    "erased_before": sorted({k for x in earlier if set(x.persons) & set(e.persons)
+                                             for k in x.key_ids}),
                     "plaintext_events": e.plaintext_events, "message": None}
         return _command(s, request, actor, key, body, 200, action, replay)
 
