@@ -41,7 +41,7 @@ from domain.errors import (
 from domain.forms import ApplicationForm, ContactUpdate, ProgressReport, parse
 from domain.history import HistoryRow
 from domain.intakes import CALENDAR_ID, Intake, IntakeCalendar
-from domain.personal import PERSONS, is_plaintext, parts_of, personal_values, sealed_part
+from domain.personal import PERSONS, holds_plaintext, personal_values, sealed_part
 from domain.personal import persons as chosen_persons
 from domain.quotas import QuotaLedger, ledger_id
 from domain.regulations import regulations_on
@@ -502,17 +502,15 @@ class Registry(Application[UUID]):
         counts: dict[UUID, int] = {}
         for recorded in self._read_log():
             data = vars(recorded.event)
-            if any(is_plaintext(person, part) for person, part in parts_of(data)):
+            if holds_plaintext(data):
                 city_id = data.get("city_id") or recorded.event.originator_id
                 counts[city_id] = counts.get(city_id, 0) + 1
         return counts
 
     def _plaintext_events(self, actor: Actor, city_id: UUID, persons: Sequence[str]) -> int:
         """How many of the city's events hold these persons' values in the clear."""
-        return sum(
-            1 for recorded in self.history(actor, city_id)
-            if any(person in persons and is_plaintext(person, part)
-                   for person, part in parts_of(vars(recorded.event))))
+        return sum(1 for recorded in self.history(actor, city_id)
+                   if holds_plaintext(vars(recorded.event), persons))
 
     # --- history ------------------------------------------------------------------------------
 

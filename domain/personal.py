@@ -26,13 +26,18 @@ SEALED = "sealed"  # the key of a part's envelope
 ERASED = "erased"  # set (true) on a part shown after its person's key was erased
 
 
+def person(name: str) -> Person:
+    """The person named, refusing any other name."""
+    for known in PERSONS:
+        if name == known:
+            return known
+    raise InvalidInput(f"person must be one of {', '.join(PERSONS)}, got {name!r}",
+                       field="person")
+
+
 def persons(given: Iterable[str] | None) -> tuple[Person, ...]:
     """The persons named (both when none is), refusing any other name."""
-    chosen = tuple(dict.fromkeys(given or ()))
-    for name in chosen:
-        if name not in PERSONS:
-            raise InvalidInput(f"person must be one of {', '.join(PERSONS)}, got {name!r}",
-                               field="person")
+    chosen = {person(name) for name in given or ()}
     return tuple(p for p in PERSONS if p in chosen) or PERSONS
 
 
@@ -59,6 +64,12 @@ def is_plaintext(person: str, part: object) -> bool:
     if not isinstance(part, Mapping) or envelope_of(part) is not None:
         return False
     return any(part.get(name) is not None for name in PERSONAL_FIELDS[person])
+
+
+def holds_plaintext(data: Mapping[str, Any], of: Iterable[str] = PERSONS) -> bool:
+    """Whether an event's data holds values of these persons in the clear."""
+    chosen = set(of)
+    return any(p in chosen and is_plaintext(p, part) for p, part in parts_of(data))
 
 
 def parts_of(data: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 import psycopg
 
+from application.registry import PersonalDataKeys
 from domain.errors import InvalidInput
 from domain.personal import PERSONAL_FIELDS, parts_of
 from infrastructure.eventstore.chain import (
@@ -31,7 +32,6 @@ from infrastructure.eventstore.chain import (
     recorded_text,
     stream_text,
 )
-from infrastructure.eventstore.data_keys import DataKeys
 from infrastructure.eventstore.location import EVENTS_TABLE, EventStoreLocation
 
 PAGE = 5000
@@ -434,7 +434,7 @@ HEADER = "gnlc_export"
 
 
 def export(log: StoredLog, out: TextIO, after: int = 0, until: int | None = None,
-           keys: DataKeys | None = None) -> int:
+           keys: PersonalDataKeys | None = None) -> int:
     """JSON Lines, one stored event per line, with its chain link and the hash before it.
 
     Stored states hold personal values sealed (domain/personal.py): the export holds them so,
@@ -467,20 +467,13 @@ def export(log: StoredLog, out: TextIO, after: int = 0, until: int | None = None
     return count
 
 
-def _opened(keys: DataKeys, state: bytes) -> list[dict[str, Any]]:
+def _opened(keys: PersonalDataKeys, state: bytes) -> list[dict[str, Any]]:
     """The persons' values of a stored state, opened (or marked erased)."""
     if b'"sealed"' not in state and b'"mayor"' not in state and b'"contact"' not in state:
         return []  # no person's part: no decoding
-    data = json.loads(state)
-    parts = list(parts_of(data))
-    shown = keys.shown([data], True)[0]
-    found = []
-    for person, _ in parts:
-        part = shown["details"] if data.get("person") == person and "details" in data \
-            else shown["form"][person]
-        found.append({"person": person, **{k: part.get(k) for k in PERSONAL_FIELDS[person]},
-                      "erased": bool(part.get("erased"))})
-    return found
+    shown = keys.shown([json.loads(state)], True)[0]
+    return [{"person": person, **{k: part.get(k) for k in PERSONAL_FIELDS[person]},
+             "erased": bool(part.get("erased"))} for person, part in parts_of(shown)]
 
 
 def _stream_id(stream: Any) -> str:
